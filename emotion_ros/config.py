@@ -26,6 +26,8 @@ def field(default: Any, description: str, **constraints: Any) -> Any:
     parameter description.
     """
     metadata = {'description': description, **constraints}
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: default, metadata=metadata)
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default),
                                  metadata=metadata)
@@ -66,42 +68,54 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def inline(cls: Type[Any], description: str = '') -> Any:
+    """Embed another config dataclass whose keys are read without a prefix.
+
+    Lets a node config reuse a pipeline config: ``AudioNodeConfig`` inlines
+    ``AudioCueConfig`` so ``window_s`` stays ``window_s``, not ``cues.window_s``.
+    """
+    return dataclasses.field(default_factory=cls,
+                             metadata={'description': description, 'inline': True})
+
+
 def from_mapping(cls: Type[T], values: Mapping[str, Any], prefix: str = '') -> T:
     """Build a frozen config dataclass from a flat mapping and validate it.
 
-    Keys are the field names (with ``prefix + '.'`` stripped when a prefix is
-    given); unknown keys under the prefix are rejected so that typos in YAML
+    Keys are the dotted field names (under ``prefix + '.'`` when a prefix is
+    given). Unknown keys under the prefix are rejected so that typos in YAML
     files do not pass silently. Nested dataclass fields read the keys under
-    ``<field>.``.
+    ``<field>.``; fields declared with :func:`inline` read theirs unprefixed.
 
     Raises:
         ConfigError: naming the parameter that is unknown, of the wrong type or
             out of range.
     """
     full = (prefix + '.') if prefix else ''
+    known = set(flatten(cls, prefix))
+    for key in values:
+        if key.startswith(full) and key not in known:
+            close = sorted(k for k in known if k.split('.')[-1] == key.split('.')[-1])
+            hint = f'; did you mean {close}?' if close else ''
+            raise ConfigError(f'{key}: unknown parameter{hint}')
+    return _build(cls, values, prefix)
+
+
+def _build(cls: Type[T], values: Mapping[str, Any], prefix: str) -> T:
     hints = typing.get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
-    known = set()
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        key = full + f.name
         if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = from_mapping(hint, values, key)
-            known.add(key + '.')
+            sub = prefix if f.metadata.get('inline') else (
+                f'{prefix}.{f.name}' if prefix else f.name)
+            kwargs[f.name] = _build(hint, values, sub)
             continue
-        known.add(key)
+        key = f'{prefix}.{f.name}' if prefix else f.name
         if key not in values:
             continue
         value = _coerce(key, values[key], hint)
         _check(key, value, f.metadata)
         kwargs[f.name] = value
-    for key in values:
-        if not key.startswith(full):
-            continue
-        if key in known or any(key.startswith(k) for k in known if k.endswith('.')):
-            continue
-        raise ConfigError(f'{key}: unknown parameter (known: '
-                          f'{sorted(k for k in known if not k.endswith("."))})')
     try:
         config = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -132,7 +146,7 @@ def flatten(cls: Type[Any], prefix: str = '') -> Dict[str, dataclasses.Field]:
     for f in dataclasses.fields(cls):
         key = f'{prefix}.{f.name}' if prefix else f.name
         if dataclasses.is_dataclass(hints[f.name]):
-            out.update(flatten(hints[f.name], key))
+            out.update(flatten(hints[f.name], prefix if f.metadata.get('inline') else key))
         else:
             out[key] = f
     return out

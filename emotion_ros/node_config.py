@@ -1,0 +1,101 @@
+"""Configuration of each node: the pipeline config plus the node's own ROS options.
+
+ROS-free, so the launch/config consistency test and the bag evaluation can
+validate ``config/robot.yaml`` without starting ROS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from emotion_ros.audio.cues import AudioCueConfig
+from emotion_ros.config import field, inline
+from emotion_ros.fusion import FusionConfig
+from emotion_ros.pipeline import PerceptionConfig
+
+RELIABILITY = ('best_effort', 'reliable')
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptionNodeConfig:
+    """Parameters of perception_node."""
+
+    image_transport: str = field(
+        'raw', "Type of the 'image' input: raw (sensor_msgs/Image) or compressed "
+        '(sensor_msgs/CompressedImage).', choices=('raw', 'compressed'))
+    reliability: str = field(
+        'best_effort', 'QoS reliability of the image subscription (sensor-data QoS, depth 1).',
+        choices=RELIABILITY)
+    autostart: bool = field(
+        False, 'Configure and activate on start-up (for use without a lifecycle manager).')
+    publish_debug_image: bool = field(
+        False, "Publish an annotated image on 'debug_image' (costs CPU).")
+    explain_alerts: bool = field(
+        False, 'Generate a text explanation for every person in every processed frame '
+        '(llava backend only; slow). The explain service works regardless.')
+    explanation_max_new_tokens: int = field(
+        48, 'Token budget of generated explanations.', min=1, max=1024)
+    diagnostics_period_s: float = field(
+        2.0, 'Period of /diagnostics messages.', positive=True)
+    pipeline: PerceptionConfig = inline(PerceptionConfig, 'The perception pipeline.')
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioNodeConfig:
+    """Parameters of audio_node."""
+
+    audio_msg_type: str = field(
+        'emotion_ros', "Type of the 'audio' input: emotion_ros (emotion_ros_msgs/AudioFrame), "
+        'audio_common (audio_common_msgs/AudioData) or audio_common_stamped '
+        '(audio_common_msgs/AudioDataStamped); the latter two need audio_common_msgs.',
+        choices=('emotion_ros', 'audio_common', 'audio_common_stamped'))
+    audio_common_sample_rate: int = field(
+        16000, 'Sample rate of audio_common AudioData input (it carries none).', positive=True)
+    audio_common_channels: int = field(
+        1, 'Channels of audio_common AudioData input.', min=1, max=32)
+    audio_common_sample_format: str = field(
+        'S16LE', 'Sample format of audio_common AudioData input.',
+        choices=('S16LE', 'S32LE', 'F32LE'))
+    diagnostics_period_s: float = field(
+        2.0, 'Period of /diagnostics messages.', positive=True)
+    cues: AudioCueConfig = inline(AudioCueConfig, 'Audio cue extraction.')
+
+
+@dataclasses.dataclass(frozen=True)
+class DistressNodeConfig:
+    """Parameters of distress_node."""
+
+    diagnostics_period_s: float = field(
+        2.0, 'Period of /diagnostics messages.', positive=True)
+    fusion: FusionConfig = inline(FusionConfig, 'Distress fusion.')
+
+
+@dataclasses.dataclass(frozen=True)
+class MicrophoneNodeConfig:
+    """Parameters of microphone_node."""
+
+    source: str = field(
+        'device', 'Where audio comes from: device (sounddevice capture) or wav (play wav_path '
+        'as if it were a microphone).', choices=('device', 'wav'))
+    device: str = field(
+        '', "Capture device: name substring or index; '' for the system default.")
+    sample_rate: int = field(16000, 'Capture sample rate in Hz.', min=8000, max=192000)
+    channels: int = field(1, 'Captured channels.', min=1, max=32)
+    chunk_ms: int = field(100, 'Audio per published frame in milliseconds.', min=10, max=2000)
+    sample_format: str = field('S16LE', 'Published sample format.',
+                               choices=('S16LE', 'S32LE', 'F32LE'))
+    frame_id: str = field('microphone', 'frame_id of published audio frames.')
+    wav_path: str = field('', 'WAV file played when source is wav.')
+    wav_loop: bool = field(False, 'Loop the WAV file.')
+    wav_start_delay_s: float = field(
+        0.0, 'Wait this long after start before playing the WAV file.', min=0.0)
+    reliability: str = field('reliable', 'QoS reliability of the audio publisher.',
+                             choices=RELIABILITY)
+
+
+NODE_CONFIGS = {
+    'perception_node': PerceptionNodeConfig,
+    'audio_node': AudioNodeConfig,
+    'distress_node': DistressNodeConfig,
+    'microphone_node': MicrophoneNodeConfig,
+}

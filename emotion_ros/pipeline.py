@@ -1,0 +1,235 @@
+"""The perception pipeline and the offline driver shared by nodes, evaluation and benchmarks.
+
+``PerceptionPipeline`` turns one RGB frame into tracked per-person emotion
+estimates (detect -> track -> emotion backend, batched). ``OfflinePipeline``
+adds audio cues and distress fusion and is driven in message-time order by
+the bag evaluation and the benchmarks, with the same rate limit the live
+perception node applies, so what is measured is what runs on the robot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
+from emotion_ros.backends.base import create_backend, EmotionBackend
+from emotion_ros.backends.light import LightOptions
+from emotion_ros.backends.llava import LlavaOptions
+from emotion_ros.config import field
+from emotion_ros.detection import create_detector, DetectorConfig, PersonDetector
+from emotion_ros.errors import EmotionRosError
+from emotion_ros.fusion import DistressFusion, FusionConfig
+from emotion_ros.image_codec import crop, encode_jpeg
+from emotion_ros.tracking import PersonTracker, TrackerConfig
+from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate
+
+STAGES = ('decode', 'detect', 'track', 'emotion')
+
+
+@dataclasses.dataclass(frozen=True)
+class EmotionConfig:
+    """Which emotion backend runs, and each backend's options."""
+
+    backend: str = field('light', 'Emotion model backend: light (CPU, face expression) or '
+                         'llava (fine-tuned LLaVA bundle, GPU).', choices=('light', 'llava'))
+    light: LightOptions = field(LightOptions(), 'Options of the light backend.')
+    llava: LlavaOptions = field(LlavaOptions(), 'Options of the llava backend.')
+
+    def options(self) -> object:
+        """The options dataclass of the selected backend."""
+        return getattr(self, self.backend)
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptionConfig:
+    """Everything the perception pipeline needs (perception node parameters)."""
+
+    detector: DetectorConfig = field(DetectorConfig(), 'Person detector.')
+    tracker: TrackerConfig = field(TrackerConfig(), 'Person tracker.')
+    emotion: EmotionConfig = field(EmotionConfig(), 'Emotion model.')
+    max_rate_hz: float = field(
+        5.0, 'At most this many frames per second are processed; newer frames replace older '
+        'ones and the skipped ones are counted.', positive=True)
+    thumbnails: bool = field(True, 'Attach a JPEG thumbnail of each person to its estimate.')
+    thumbnail_px: int = field(96, 'Longest side of person thumbnails in pixels.', min=16,
+                              max=512)
+
+
+class PerceptionPipeline:
+    """detect -> track -> emotion for one frame at a time (thread-compatible, not reentrant)."""
+
+    def __init__(self, config: PerceptionConfig) -> None:
+        self.config = config
+        self.detector: PersonDetector = create_detector(config.detector)
+        self.tracker = PersonTracker(config.tracker)
+        self.backend: EmotionBackend = create_backend(config.emotion.backend,
+                                                      config.emotion.options())
+        self._loaded = False
+        self._last: Optional[Tuple[np.ndarray, FrameResult]] = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """True between load() and close()."""
+        return self._loaded
+
+    def load(self) -> None:
+        """Load detector and emotion model weights (ModelLoadError on failure)."""
+        self.detector.load()
+        try:
+            self.backend.load()
+        except BaseException:
+            self.detector.close()
+            raise
+        self._loaded = True
+
+    def close(self) -> None:
+        """Free the models (and GPU memory). Safe to call twice."""
+        with self._lock:
+            self.detector.close()
+            self.backend.close()
+            self.tracker.reset()
+            self._last = None
+            self._loaded = False
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the detector and emotion model that produce the estimates."""
+        return f'{self.backend.model_id} | {self.detector.name}'
+
+    def process(self, rgb: np.ndarray, stamp: float, frame_id: str = '') -> FrameResult:
+        """Run detection, tracking and the emotion model on one RGB uint8 frame."""
+        if not self._loaded:
+            raise EmotionRosError('perception pipeline is not loaded (call load() first)')
+        with self._lock:
+            timings: Dict[str, float] = {}
+            t0 = time.perf_counter()
+            detections = self.detector.detect(rgb)
+            t1 = time.perf_counter()
+            tracks = self.tracker.update(detections, stamp)
+            t2 = time.perf_counter()
+            outputs = self.backend.estimate(rgb, [t.box for t in tracks]) if tracks else []
+            t3 = time.perf_counter()
+            persons: List[PersonEstimate] = []
+            for track, output in zip(tracks, outputs):
+                thumb = self._thumbnail(rgb, track.box) if self.config.thumbnails else b''
+                persons.append(PersonEstimate(
+                    track_id=track.track_id, box=tuple(float(v) for v in track.box),
+                    detection_confidence=float(track.score), emotion=output,
+                    model_id=self.backend.model_id, crop_jpeg=thumb))
+            timings['detect'] = (t1 - t0) * 1e3
+            timings['track'] = (t2 - t1) * 1e3
+            timings['emotion'] = (t3 - t2) * 1e3
+            result = FrameResult(stamp=stamp, frame_id=frame_id, width=int(rgb.shape[1]),
+                                 height=int(rgb.shape[0]), persons=persons, timings_ms=timings)
+            self._last = (rgb, result)
+            return result
+
+    def explain(self, track_id: int, max_new_tokens: int) -> str:
+        """Explain one person of the last processed frame in words (llava backend only).
+
+        Raises:
+            EmotionRosError: when the track is not in the last frame.
+            NotImplementedError: when the backend cannot generate text.
+        """
+        if not self.backend.can_explain:
+            raise NotImplementedError(
+                f'the {self.backend.name!r} backend cannot explain; use emotion.backend: llava')
+        last = self._last
+        if last is None:
+            raise EmotionRosError('no frame processed yet')
+        rgb, result = last
+        for person in result.persons:
+            if person.track_id == track_id:
+                with self._lock:
+                    return self.backend.explain(rgb, person.box, max_new_tokens)
+        raise EmotionRosError(f'track {track_id} is not in the last frame '
+                              f'(tracks: {[p.track_id for p in result.persons]})')
+
+    def _thumbnail(self, rgb: np.ndarray, box: Sequence[float]) -> bytes:
+        patch = crop(rgb, box, margin=0.05)
+        if patch.size == 0:
+            return b''
+        h, w = patch.shape[:2]
+        scale = self.config.thumbnail_px / max(h, w)
+        if scale < 1:
+            import cv2  # local: cv2 is heavy and only needed for thumbnails
+            patch = cv2.resize(patch, (max(1, int(w * scale)), max(1, int(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+        return encode_jpeg(patch, quality=80)
+
+
+class RateLimiter:
+    """Lets through at most ``rate_hz`` events per second of message time.
+
+    Keeps the average rate even when stamps jitter around the period, and
+    starts over when time goes backwards (a looping bag).
+    """
+
+    def __init__(self, rate_hz: float) -> None:
+        self.period = 1.0 / rate_hz
+        self._next: Optional[float] = None
+        self._prev = -np.inf
+
+    def ready(self, stamp: float) -> bool:
+        """True (and consume the slot) when an event at ``stamp`` may be processed."""
+        if self._next is None or stamp < self._prev:
+            self._next = stamp
+        self._prev = stamp
+        if stamp + 1e-6 < self._next:
+            return False
+        self._next = max(self._next + self.period, stamp + 0.5 * self.period)
+        return True
+
+
+class OfflinePipeline:
+    """Perception + audio cues + distress fusion, driven in message-time order."""
+
+    def __init__(self, robot: 'RobotConfig') -> None:  # noqa: F821 (avoid import cycle)
+        self.robot = robot
+        self.perception = PerceptionPipeline(robot.perception)
+        self.audio = AudioCueExtractor(robot.audio)
+        self.fusion = DistressFusion(robot.fusion)
+        self._limiter = RateLimiter(robot.perception.max_rate_hz)
+        self.frames_skipped = 0
+
+    def load(self) -> None:
+        """Load all models."""
+        self.perception.load()
+        self.audio.load()
+
+    def close(self) -> None:
+        """Free all models."""
+        self.perception.close()
+        self.audio.close()
+
+    def on_image(self, rgb: np.ndarray, stamp: float, frame_id: str = ''
+                 ) -> Tuple[Optional[FrameResult], List[Alert]]:
+        """Process a frame (unless rate-limited, as the live node would) and fuse it."""
+        if not self._limiter.ready(stamp):
+            self.frames_skipped += 1
+            return None, []
+        result = self.perception.process(rgb, stamp, frame_id)
+        return result, self.fusion.update_frame(result)
+
+    def on_audio(self, samples: np.ndarray, sample_rate: int, stamp: float
+                 ) -> Tuple[List[AudioCueResult], List[Alert]]:
+        """Feed mono float32 audio whose first sample is at ``stamp``; fuse the cues."""
+        cues = self.audio.push(samples, sample_rate, stamp)
+        alerts: List[Alert] = []
+        for cue in cues:
+            alerts.extend(self.fusion.update_audio(cue))
+        return cues, alerts
+
+    def distress_scores(self) -> Dict[int, float]:
+        """Current fused score per track (0 = audio-only channel)."""
+        return self.fusion.scores()
+
+
+__all__ = ['AudioCueConfig', 'EmotionConfig', 'FusionConfig', 'OfflinePipeline',
+           'PerceptionConfig', 'PerceptionPipeline', 'RateLimiter', 'STAGES']
