@@ -54,7 +54,7 @@ class FusionConfig:
         10.0, 'Minimum time between two alerts of the same track unless the level rises.',
         min=0.0)
     help_weight: float = field(
-        1.0, 'Evidence of a spoken call for help (scaled by the keyword confidence floor 0.5).',
+        1.0, 'Evidence a spoken call for help gives (1: alerts at once).',
         min=0.0, max=1.0)
     help_hold_s: float = field(
         3.0, 'How long (s) a heard call for help keeps counting as evidence.', min=0.0)

@@ -8,9 +8,9 @@ config dataclass:  python tools/gen_params.py
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
+import textwrap
 from typing import Any, Dict
 
 from emotion_ros.config import defaults, flatten
@@ -67,7 +67,8 @@ def render_yaml() -> str:
                 comment = meta.get('description', '')
                 if 'choices' in meta:
                     comment += f' [{" | ".join(map(str, meta["choices"]))}]'
-                lines.append(f'{pad}# {comment}')
+                lines.extend(textwrap.wrap(comment, 99, initial_indent=f'{pad}# ',
+                                           subsequent_indent=f'{pad}# '))
                 lines.append(f'{pad}{name}: {_yaml_value(value)}')
 
         emit(_tree(values), '', 4)

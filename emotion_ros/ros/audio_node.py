@@ -49,7 +49,7 @@ class AudioNode(Node):
         self.create_subscription(msg_type, 'audio', self._on_audio,
                                  reliability_qos('reliable', depth=50))
         self.create_timer(0.05, self._process, callback_group=MutuallyExclusiveCallbackGroup())
-        self.diagnostics = Diagnostics(self, 'emotion_ros: audio_node')
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f'listening on {self.resolve_topic_name("audio")} '
                                f'({self.config.audio_msg_type})')
@@ -123,7 +123,9 @@ class AudioNode(Node):
 
     def destroy_node(self) -> None:
         """Free the cue extractor's models."""
-        self.extractor.close()
+        # Also called on a half-built node (bad parameters) by rclpy's shutdown.
+        if getattr(self, 'extractor', None) is not None:
+            self.extractor.close()
         super().destroy_node()
 
 

@@ -38,7 +38,7 @@ class DistressNode(Node):
         self._latency_ms = []  # image stamp -> alert published, wall clock (bounded)
         self._last_model = ''
         self._last_persons = 0
-        self.diagnostics = Diagnostics(self, 'emotion_ros: distress_node')
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
 
     def _on_persons(self, msg: PersonEmotionArray) -> None:

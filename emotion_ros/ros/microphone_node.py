@@ -31,7 +31,7 @@ class MicrophoneNode(Node):
                                           reliability_qos(cfg.reliability, depth=50))
         self._published = 0
         self._lock = threading.Lock()
-        self.diagnostics = Diagnostics(self, 'emotion_ros: microphone_node')
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(2.0, self._publish_diagnostics)
         if cfg.wav_start_delay_s > 0:
             self._start_timer = self.create_timer(cfg.wav_start_delay_s, self._start)
@@ -63,7 +63,9 @@ class MicrophoneNode(Node):
 
     def destroy_node(self) -> None:
         """Stop capturing."""
-        self.source.stop()
+        # Also called on a half-built node (bad parameters) by rclpy's shutdown.
+        if getattr(self, 'source', None) is not None:
+            self.source.stop()
         super().destroy_node()
 
 

@@ -57,7 +57,7 @@ class PerceptionNode(LifecycleNode):
         self._timer = None
         self._worker_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self.diagnostics = Diagnostics(self, 'emotion_ros: perception_node')
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(self.config.diagnostics_period_s if self.config else 2.0,
                           self._publish_diagnostics)
 
@@ -217,7 +217,7 @@ def main(args=None) -> None:
     executor = MultiThreadedExecutor(num_threads=3)
     executor.add_node(node)
     try:
-        if node.config is not None and node.config.autostart:
+        if node.get_parameter('autostart').value is True:
             if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 node.trigger_activate()
         executor.spin()

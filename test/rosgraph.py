@@ -1,0 +1,48 @@
+"""Helpers for tests that talk to node processes through real topics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from conftest import CONFIG
+
+PARAMS = ['--ros-args', '--params-file', str(CONFIG)]
+
+
+def params(*overrides: str) -> List[str]:
+    """``--ros-args --params-file config/robot.yaml -p k:=v ...``."""
+    out = list(PARAMS)
+    for item in overrides:
+        out += ['-p', item]
+    return out
+
+
+def sample_frame(name: str = 'zidane', size=(640, 480)) -> np.ndarray:
+    """A real photo of people (shipped by an installed package) as RGB at ``size``."""
+    import cv2
+
+    from emotion_ros.sample_media import sample_images
+    bgr = cv2.imread(str(sample_images()[name]))
+    return np.ascontiguousarray(cv2.resize(bgr, size)[:, :, ::-1])
+
+
+def espeak_wav(path: Path, text: str, rate_hz: int = 16000) -> Path:
+    """Synthesise ``text`` to a 16 kHz WAV with espeak-ng (installed by make setup)."""
+    import pytest
+    if shutil.which('espeak-ng') is None:
+        pytest.skip('espeak-ng is not installed (tools/setup_env.sh installs it)')
+    raw = path.with_suffix('.raw.wav')
+    subprocess.run(['espeak-ng', '-s', '140', '-w', str(raw), text], check=True)
+    from emotion_ros.audio.pcm import read_wav, write_wav
+    samples, rate = read_wav(raw)
+    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
+    if rate != rate_hz:
+        from scipy.signal import resample_poly
+        mono = resample_poly(mono, rate_hz, rate).astype(np.float32)
+    write_wav(path, mono, rate_hz)
+    return path
