@@ -108,6 +108,7 @@ class DistressFusion:
         self._audio_cues: Optional[AudioCueResult] = None
         self._help_until = -math.inf
         self._help_words: List[str] = []
+        self._audio_track = Alert.AUDIO_ONLY  # who the latest audio evidence is attributed to
         self._now = -math.inf
 
     # ----------------------------------------------------------------- evidence
@@ -180,9 +181,10 @@ class DistressFusion:
         alerts: List[Alert] = []
         if visible:
             track_id, state = max(visible, key=lambda item: item[1].visual)
-            alert = self._step(track_id, state, stamp)
         else:
-            alert = self._step(Alert.AUDIO_ONLY, self._audio, stamp)
+            track_id, state = Alert.AUDIO_ONLY, self._audio
+        self._audio_track = track_id
+        alert = self._step(track_id, state, stamp)
         if alert:
             alerts.append(alert)
         return alerts
@@ -200,7 +202,12 @@ class DistressFusion:
     # ---------------------------------------------------------------- internals
     def _step(self, track_id: int, state: _TrackState, stamp: float) -> Optional[Alert]:
         cfg = self.config
-        audio, audio_reasons = self.audio_evidence(stamp)
+        # One microphone cannot tell who called: audio counts only for the one track it was
+        # attributed to (the most visibly distressed person, or the audio-only channel).
+        if track_id == self._audio_track:
+            audio, audio_reasons = self.audio_evidence(stamp)
+        else:
+            audio, audio_reasons = 0.0, []
         visual = state.visual if track_id != Alert.AUDIO_ONLY else 0.0
         raw = max(visual, audio)
         if visual > 0.3 and audio > 0.3:
@@ -216,7 +223,7 @@ class DistressFusion:
         state.score += alpha * (raw - state.score)
         state.stamp = max(state.stamp, stamp)
         # A call for help is explicit: it alerts at once, without waiting for the average.
-        help_now = stamp <= self._help_until
+        help_now = stamp <= self._help_until and track_id == self._audio_track
         score = max(state.score, audio if help_now else 0.0)
         if score < cfg.clear_threshold:
             state.armed = True

@@ -34,9 +34,13 @@ def draw_persons(rgb: np.ndarray, persons: Sequence[PersonEstimate], top_k: int 
                 lines.append(f'V{v:.1f} A{a:.1f} D{d:.1f}')
         else:
             lines.append('no face')
-        y = max(y1 - 4, 12)
-        for i, text in enumerate(reversed(lines)):
-            pos = (x1 + 2, max(int(y - i * 16 * max(scale, 0.6)), 10))
+        line_h = int(16 * max(scale, 0.6))
+        # Labels sit above the box, or inside its top when there is no room above.
+        top = y1 - 4 - line_h * (len(lines) - 1)
+        if top < line_h:
+            top = y1 + line_h
+        for i, text in enumerate(lines):
+            pos = (x1 + 2, top + i * line_h)
             cv2.putText(out, text, pos, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0),
                         thickness + 2, cv2.LINE_AA)
             cv2.putText(out, text, pos, cv2.FONT_HERSHEY_SIMPLEX, font, color, thickness,

@@ -123,3 +123,16 @@ def test_invalid_config_names_the_parameter(values, name):
     """Wrong fusion parameters are rejected with a message naming the parameter."""
     with pytest.raises(ConfigError, match=name):
         from_mapping(FusionConfig, values)
+
+
+def test_call_for_help_alerts_only_the_attributed_person():
+    """With two people in view, a call for help raises an alert for one of them, not both."""
+    fusion = DistressFusion(FusionConfig())
+    calm = [frame(t * 0.2, [person(1, fear=0.4, valence=4.0), person(2, happiness=0.9)])
+            for t in range(5)]
+    run(fusion, calm)
+    alerts = fusion.update_audio(cues(1.0, help_detected=True))
+    alerts += run(fusion, [frame(1.0 + t * 0.2, [person(1, fear=0.4, valence=4.0),
+                                                 person(2, happiness=0.9)])
+                           for t in range(1, 10)])
+    assert {a.track_id for a in alerts} == {1}

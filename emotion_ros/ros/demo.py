@@ -36,7 +36,7 @@ AUDIO_RATE = 16000
 CHUNK = 1600
 # (start s, end s, photo or None) and (start s, text) of the demo's script.
 SCENES = [(0.0, 5.0, 'zidane'), (5.0, 10.0, 'bus'), (10.0, 16.0, None)]
-CALLS = [(6.0, 'Help! Somebody help me!'), (12.5, 'Help! Help me please!')]
+CALLS = [(6.0, 'Help! Somebody help me!'), (12.0, 'Help! Somebody help me!')]
 
 
 def _speech(text: str, workdir: Path) -> np.ndarray:
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
                 raise RuntimeError(f'nodes did not start; see {logs}')
         recorder.spin(3.0)  # perception configures/activates after subscribing
         print(f'[demo] playing {bag} ({SCENES[-1][1]:.0f} s) ...', flush=True)
-        start('bag_player', ['--ros-args', '-p', f'bag:={bag}', '-p', 'restamp:=true'])
+        start('bag_player', ['--ros-args', '-p', f'bag:={bag}'])
         while procs['bag_player'].poll() is None:
             recorder.spin(0.2)
         recorder.spin(3.0)

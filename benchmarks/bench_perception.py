@@ -1,0 +1,198 @@
+"""Benchmark the perception path: per-stage time and frame-to-alert latency.
+
+Part 1 (in process, the perception node's code path): for 640x480 frames of
+real photos, time decode (sensor_msgs/Image -> RGB), detect, track, emotion
+and publish (estimate -> message -> CDR bytes) over many frames.
+
+Part 2 (the real node graph as separate processes, config/robot.yaml): a
+driver publishes a 15 FPS 640x480 camera stream in which a group of people
+(ultralytics' bus.jpg; the light backend rates one of them sad, so the
+default fusion alerts on them) appears for 3 s and leaves for 3 s, repeatedly.
+It measures, with wall-clock stamps:
+  - estimate latency: camera stamp -> PersonEmotionArray received;
+  - alert latency: stamp of the frame that raised the alert -> alert received;
+  - time to alert: first frame showing the people -> alert received (includes
+    the fusion's deliberate smoothing).
+
+    . tools/env.sh && python benchmarks/bench_perception.py [--frames 60] [--cycles 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(values, q):
+    """The q-th percentile (0-100) of values."""
+    return float(np.percentile(np.asarray(values, float), q)) if values else float('nan')
+
+
+def frames_640x480():
+    """RGB 640x480 frames of the real photos installed packages ship."""
+    import cv2
+
+    from emotion_ros.sample_media import sample_images
+    return {name: np.ascontiguousarray(cv2.resize(cv2.imread(str(p)), (640, 480))[:, :, ::-1])
+            for name, p in sample_images().items()}
+
+
+def bench_stages(n_frames: int) -> None:
+    """Part 1: per-stage times of the perception node's processing of one frame."""
+    from rclpy.serialization import serialize_message
+
+    from emotion_ros.pipeline import PerceptionPipeline
+    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.ros import conversions
+
+    robot = load_robot_config(str(ROOT / 'config' / 'robot.yaml'))
+    pipeline = PerceptionPipeline(robot.perception)
+    pipeline.load()
+    print(f'models: {pipeline.model_id}')
+    photos = frames_640x480()
+    print(f'\n## Part 1: per-stage time, 640x480, {n_frames} frames per photo')
+    print('| photo | persons | decode | detect | track | emotion | publish | total | max FPS |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for name, rgb in photos.items():
+        times = {k: [] for k in ('decode', 'detect', 'track', 'emotion', 'publish', 'total')}
+        persons = 0
+        for i in range(n_frames + 3):
+            msg = conversions.rgb_to_image(rgb, conversions.make_header(i / 15, 'camera'))
+            t0 = time.perf_counter()
+            decoded = conversions.image_to_rgb(msg)
+            t1 = time.perf_counter()
+            result = pipeline.process(decoded, i / 15, 'camera')
+            t2 = time.perf_counter()
+            serialize_message(conversions.frame_to_msg(result, 0.0))
+            t3 = time.perf_counter()
+            if i < 3:
+                continue  # warm-up
+            times['decode'].append((t1 - t0) * 1e3)
+            for k in ('detect', 'track', 'emotion'):
+                times[k].append(result.timings_ms[k])
+            times['publish'].append((t3 - t2) * 1e3)
+            times['total'].append((t3 - t0) * 1e3)
+            persons = len(result.persons)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f'| {name} | {persons} | ' + ' | '.join(
+            f'{med[k]:.1f} ms' for k in ('decode', 'detect', 'track', 'emotion', 'publish',
+                                         'total')) + f' | {1000 / med["total"]:.1f} |')
+    pipeline.close()
+
+
+def bench_graph(cycles: int) -> None:
+    """Part 2: frame-to-alert latency through the running node graph."""
+    import rclpy
+    from emotion_ros_msgs.msg import DistressAlert, PersonEmotionArray
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from emotion_ros.ros import conversions
+
+    env = dict(os.environ)
+    exe = Path(sys.executable).parent
+    params = ['--ros-args', '--params-file', str(ROOT / 'config' / 'robot.yaml')]
+    logdir = ROOT / 'build' / 'bench_logs'
+    logdir.mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([str(exe / 'perception_node'), *params, '-p', 'autostart:=true'],
+                              stdout=open(logdir / 'perception.log', 'w'),
+                              stderr=subprocess.STDOUT, env=env),
+             subprocess.Popen([str(exe / 'distress_node'), *params],
+                              stdout=open(logdir / 'distress.log', 'w'),
+                              stderr=subprocess.STDOUT, env=env)]
+    rclpy.init()
+    node = rclpy.create_node('bench_driver')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    est_latency, alert_latency, time_to_alert = [], [], []
+    onset = {'t': None, 'alerted': False}
+
+    def on_persons(msg):
+        est_latency.append((time.time() - conversions.stamp_to_sec(msg.header.stamp)) * 1e3)
+
+    def on_alert(msg):
+        now = time.time()
+        alert_latency.append((now - conversions.stamp_to_sec(msg.header.stamp)) * 1e3)
+        if onset['t'] is not None and not onset['alerted']:
+            time_to_alert.append((now - onset['t']) * 1e3)
+            onset['alerted'] = True
+
+    node.create_subscription(PersonEmotionArray, 'persons', on_persons, 10)
+    node.create_subscription(DistressAlert, 'distress_alerts', on_alert, 50)
+    pub = node.create_publisher(Image, 'image', 5)
+    photos = frames_640x480()
+    people = photos['bus']
+    empty = np.full_like(people, 60)
+    deadline = time.monotonic() + 120
+    while not est_latency:  # wait for models to load and the graph to connect
+        pub.publish(conversions.rgb_to_image(empty, conversions.make_header(time.time())))
+        executor.spin_once(timeout_sec=0.1)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'perception_node did not answer; see {logdir}')
+    est_latency.clear()
+    period = 1 / 15
+    start = time.monotonic()
+    next_frame = start
+    sent = 0
+    while time.monotonic() - start < cycles * 6.0:
+        phase = (time.monotonic() - start) % 6.0
+        visible = phase < 3.0
+        if visible and onset['t'] is None:
+            onset.update(t=time.time(), alerted=False)
+        if not visible:
+            onset['t'] = None
+        now = time.monotonic()
+        if now >= next_frame:
+            pub.publish(conversions.rgb_to_image(people if visible else empty,
+                                                 conversions.make_header(time.time(), 'cam')))
+            sent += 1
+            next_frame += period
+        executor.spin_once(timeout_sec=max(0.0, next_frame - time.monotonic()))
+    elapsed = time.monotonic() - start
+    for proc in procs:
+        proc.send_signal(2)
+        proc.wait(10)
+    node.destroy_node()
+    rclpy.shutdown()
+    print(f'\n## Part 2: node graph, 640x480 at {sent / elapsed:.1f} FPS for {elapsed:.0f} s, '
+          f'{cycles} appearances')
+    print(f'estimates: {len(est_latency)} ({len(est_latency) / elapsed:.1f} Hz)')
+    print('| latency | n | p50 | p95 | max |')
+    print('|---|---|---|---|---|')
+    for name, values in (('camera stamp -> estimates received', est_latency),
+                         ('triggering frame -> alert received', alert_latency),
+                         ('people appear -> first alert received', time_to_alert)):
+        print(f'| {name} | {len(values)} | {pct(values, 50):.0f} ms | {pct(values, 95):.0f} ms '
+              f'| {max(values) if values else float("nan"):.0f} ms |')
+
+
+def main() -> None:
+    """Run both parts and print markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--frames', type=int, default=40, help='frames per photo in part 1')
+    parser.add_argument('--cycles', type=int, default=6, help='appearances in part 2')
+    parser.add_argument('--skip-graph', action='store_true', help='only run part 1')
+    args = parser.parse_args()
+    for var in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', 'ROS_LOG_DIR'):
+        if var not in os.environ:
+            sys.exit(f'{var} is not set: source tools/env.sh first')
+    print(f'# perception benchmark on {platform.node()}: {os.cpu_count()} CPUs, '
+          f'{platform.processor() or platform.machine()}, Python {platform.python_version()}')
+    bench_stages(args.frames)
+    if not args.skip_graph:
+        bench_graph(args.cycles)
+
+
+if __name__ == '__main__':
+    main()
