@@ -179,3 +179,13 @@ def test_invalid_parameters_are_rejected_by_name(start_node, ros_node):
         perception.output()[-2000:]
     time.sleep(1.0)
     assert perception.alive()
+
+
+def test_microphone_node_names_missing_device(start_node):
+    """A capture device that does not exist stops microphone_node with a message that names it
+    and lists the available devices (CI machines have none)."""
+    mic = start_node('microphone_node', *params('device:=usb_mic_42'))
+    assert wait_until(lambda: not mic.alive(), 60)
+    assert mic.proc.returncode == 2
+    out = mic.output()
+    assert 'usb_mic_42' in out and 'available input devices' in out

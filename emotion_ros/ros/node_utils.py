@@ -170,7 +170,7 @@ def run_node(factory) -> None:
     try:
         node = factory()
     except EmotionRosError as exc:
-        rclpy.logging.get_logger(factory.__name__).fatal(f'cannot start: {exc}')
+        rclpy.logging.get_logger('emotion_ros').fatal(f'{factory.__name__} cannot start: {exc}')
         rclpy.try_shutdown()
         sys.exit(2)
     executor = MultiThreadedExecutor(num_threads=2)
