@@ -31,8 +31,9 @@ def sample_frame(name: str = 'zidane', size=(640, 480)) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(bgr, size)[:, :, ::-1])
 
 
-def espeak_wav(path: Path, text: str, rate_hz: int = 16000) -> Path:
-    """Synthesise ``text`` to a 16 kHz WAV with espeak-ng (installed by make setup)."""
+def espeak_wav(path: Path, text: str, rate_hz: int = 16000, silence_s: float = 1.0) -> Path:
+    """Synthesise ``text`` to a 16 kHz WAV with espeak-ng (installed by make setup), followed
+    by ``silence_s`` of silence so the last analysis windows complete."""
     import pytest
     if shutil.which('espeak-ng') is None:
         pytest.skip('espeak-ng is not installed (tools/setup_env.sh installs it)')
@@ -44,5 +45,6 @@ def espeak_wav(path: Path, text: str, rate_hz: int = 16000) -> Path:
     if rate != rate_hz:
         from scipy.signal import resample_poly
         mono = resample_poly(mono, rate_hz, rate).astype(np.float32)
+    mono = np.concatenate([mono, np.zeros(int(silence_s * rate_hz), np.float32)])
     write_wav(path, mono, rate_hz)
     return path

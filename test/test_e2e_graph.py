@@ -101,7 +101,7 @@ def test_camera_and_call_for_help_give_tracked_estimates_and_an_audio_alert(
 
 def test_microphone_wav_source_gives_audio_only_alert(start_node, ros_node, tmp_path):
     """microphone_node playing a WAV call for help, nobody visible: an audio-only alert."""
-    wav = espeak_wav(tmp_path / 'help.wav', 'Help me! Please help!')
+    wav = espeak_wav(tmp_path / 'help.wav', 'Help! Somebody help me!', silence_s=2.0)
     nodes = [start_node('audio_node', *params()),
              start_node('distress_node', *params())]
     node = ros_node('e2e_listener')

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import os
+import struct
 import wave
 from typing import Any, Dict, Tuple, Union
 
@@ -173,13 +174,17 @@ def read_wav(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, int]:
     if not os.path.isfile(path):
         raise InputError(f'WAV file {path!r} does not exist', kind='audio_file')
     try:
-        with warnings.catch_warnings():
-            # scipy warns (and goes on) on unknown chunks; a truncated data
-            # chunk is what we want to reject, and that raises below.
-            warnings.simplefilter('ignore', wavfile.WavFileWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            # scipy only warns when the file ends before the size its header
+            # declares, and returns what it got: a truncated file we reject.
+            warnings.simplefilter('always', wavfile.WavFileWarning)
             rate, data = wavfile.read(path, mmap=False)
-    except (ValueError, EOFError, OSError, TypeError, IndexError) as exc:
+    except (ValueError, EOFError, OSError, TypeError, IndexError, struct.error) as exc:
         raise InputError(f'cannot read WAV file {path!r}: {exc}', kind='audio_file') from exc
+    for warning in caught:
+        text = str(warning.message)
+        if 'prematurely' in text or 'Incomplete' in text:
+            raise InputError(f'WAV file {path!r} is truncated: {text}', kind='audio_file')
     data = np.asarray(data)
     if data.ndim == 1:
         data = data[:, None]

@@ -1,0 +1,438 @@
+"""Audio cues of distress: voice activity, spoken calls for help, screams, vocal arousal.
+
+:class:`AudioCueExtractor` takes float32 mono chunks at any rate, resamples
+them to 16 kHz, and every ``hop_s`` returns an
+:class:`~emotion_ros.types.AudioCueResult` for the last ``window_s`` seconds.
+All analysis runs on grids counted from the first sample of a stream (VAD
+frames of 32 ms, feature frames every 20 ms, keyword blocks of 100 ms), so the
+results are the same whether a recording is pushed in one call (bag
+evaluation) or in small chunks (the live node). The formulas and thresholds
+are described in ``docs/audio.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from emotion_ros.audio.features import (ANALYSIS_RATE, FRAME_HOP, FRAME_LENGTH,
+                                        FrameAnalyzer, FrameFeatures, StreamResampler)
+from emotion_ros.audio.keywords import KeywordHit, KeywordSpotter
+from emotion_ros.audio.pcm import check_rate_channels
+from emotion_ros.audio.vad import VAD_BACKENDS, VAD_FRAME, create_vad
+from emotion_ros.config import field
+from emotion_ros.errors import ConfigError, InputError, ModelLoadError
+from emotion_ros.types import AudioCueResult
+
+# Vocal arousal (1-10) anchors: loudness and pitch at which each term is 0 / 1.
+AROUSAL_QUIET_DBFS = -50.0
+AROUSAL_LOUD_DBFS = -10.0
+AROUSAL_LOW_PITCH_HZ = 120.0
+AROUSAL_HIGH_PITCH_HZ = 600.0
+AROUSAL_PITCH_SPREAD_ST = 6.0   # pitch standard deviation (semitones) counted as fully aroused
+AROUSAL_WEIGHTS = (0.45, 0.40, 0.15)  # loudness, pitch, pitch variability
+
+# Scream brightness: spectral centroid (Hz) where the brightness term is half way.
+SCREAM_CENTROID_HZ = 1200.0
+# Spectral flatness above which a sound counts as noise rather than voice.
+NOISE_FLATNESS = 0.3
+# A window needs this many voiced feature frames (60 ms) to report a pitch.
+MIN_VOICED_FRAMES = 3
+# Following a drifting sound card clock: dead band and fraction corrected per chunk.
+_DRIFT_DEADBAND_S = 0.001
+_DRIFT_GAIN = 0.05
+# VAD history kept beyond the window, to judge keywords that started before it.
+_VAD_HISTORY_S = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioCueConfig:
+    """Parameters of the audio cues (ROS parameters ``audio.*``)."""
+
+    window_s: float = field(1.5, 'Analysis window length in seconds', min=0.5, max=10.0)
+    hop_s: float = field(0.5, 'One cue result per hop, in seconds (<= window_s)',
+                         min=0.05, max=10.0)
+    vad_backend: str = field('silero', 'Voice activity detector: silero (neural, needs '
+                             'torch) or energy (no dependencies)', choices=VAD_BACKENDS)
+    vad_threshold: float = field(0.5, 'Speech probability at or above which voice is active',
+                                 min=0.0, max=1.0)
+    keyword_spotting: bool = field(True, 'Spot spoken calls for help with pocketsphinx')
+    keywords: Tuple[str, ...] = field(
+        ('help', 'help me', 'somebody help'),
+        'Keyphrases that count as a call for help (words of the US-English dictionary)')
+    keyword_levels: Tuple[float, ...] = field(
+        (-30.0, -20.0, -10.0),
+        'log10 keyphrase-search thresholds of the spotters, lenient to strict, for a '
+        '4-phone phrase (scaled by phone count); a hit by spotter i has confidence '
+        '(i + 1) / len(keyword_levels)')
+    keyword_threshold: float = field(0.6, 'Keyword confidence at or above which help is '
+                                     'detected', min=0.0, max=1.0)
+    keyword_requires_voice: bool = field(True, 'Accept a keyword only if the VAD heard speech '
+                                         'during it (rejects hits in noise)')
+    pitch_min_hz: float = field(70.0, 'Lowest fundamental frequency searched (Hz)',
+                                min=40.0, max=500.0)
+    pitch_max_hz: float = field(1100.0, 'Highest fundamental frequency searched (Hz)',
+                                min=200.0, max=2000.0)
+    voicing_threshold: float = field(0.25, 'YIN aperiodicity below which a frame is voiced',
+                                     min=0.01, max=1.0)
+    silence_dbfs: float = field(-60.0, 'Frames quieter than this (dBFS) are silence',
+                                min=-120.0, max=0.0)
+    scream_threshold: float = field(0.5, 'scream_score at or above which consumers treat the '
+                                    'window as a scream or cry', min=0.0, max=1.0)
+    scream_loudness_dbfs: float = field(-25.0, 'Loudness (dBFS) at which the scream loudness '
+                                        'term is 0.5', min=-80.0, max=0.0)
+    scream_pitch_hz: float = field(400.0, 'Pitch (Hz) at which the scream pitch term is 0.5',
+                                   min=100.0, max=2000.0)
+    scream_min_voiced_s: float = field(0.3, 'Voiced, loud sound needed in a window for a full '
+                                       'scream duration term (s)', positive=True, max=10.0)
+    max_gap_s: float = field(0.25, 'A chunk stamp off the expected time by more than this '
+                             '(gap, jump back) restarts the stream', positive=True, max=60.0)
+
+    def validate(self) -> None:
+        """Cross-check fields.
+
+        Raises:
+            ConfigError: naming the parameters that disagree.
+        """
+        if self.hop_s > self.window_s:
+            raise ConfigError(f'hop_s ({self.hop_s}) must be <= window_s ({self.window_s})')
+        if self.pitch_min_hz >= self.pitch_max_hz:
+            raise ConfigError(f'pitch_min_hz ({self.pitch_min_hz}) must be < pitch_max_hz '
+                              f'({self.pitch_max_hz})')
+        if ANALYSIS_RATE / self.pitch_min_hz > FRAME_LENGTH * 2 // 3:
+            raise ConfigError(f'pitch_min_hz ({self.pitch_min_hz}) too low for '
+                              f'{FRAME_LENGTH}-sample frames at {ANALYSIS_RATE} Hz')
+        if self.keyword_spotting and not any(k.strip() for k in self.keywords):
+            raise ConfigError('keywords: empty while keyword_spotting is true')
+        levels = list(self.keyword_levels)
+        if not levels or any(b <= a for a, b in zip(levels, levels[1:])) or max(levels) >= 0:
+            raise ConfigError(f'keyword_levels: need strictly increasing negative values, '
+                              f'got {levels}')
+
+    def __post_init__(self) -> None:
+        # Direct construction validates too (from_mapping calls validate again).
+        self.validate()
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+def vocal_arousal(loudness_dbfs: float, pitch_hz: float, pitch_spread_st: float) -> float:
+    """Vocal arousal on EMOTIC's 1-10 scale from loudness and pitch; NaN without voice.
+
+    ``1 + 9 * (0.45 * loud + 0.40 * high + 0.15 * varied)`` with ``loud`` the
+    loudness mapped linearly from -50 dBFS (0) to -10 dBFS (1), ``high`` the
+    pitch mapped on a log scale from 120 Hz (0) to 600 Hz (1) and ``varied``
+    the pitch standard deviation over 6 semitones, each clipped to [0, 1].
+    """
+    if not pitch_hz > 0:
+        return math.nan
+    loud = (loudness_dbfs - AROUSAL_QUIET_DBFS) / (AROUSAL_LOUD_DBFS - AROUSAL_QUIET_DBFS)
+    high = math.log2(pitch_hz / AROUSAL_LOW_PITCH_HZ) / math.log2(
+        AROUSAL_HIGH_PITCH_HZ / AROUSAL_LOW_PITCH_HZ)
+    varied = pitch_spread_st / AROUSAL_PITCH_SPREAD_ST
+    terms = [min(1.0, max(0.0, v)) for v in (loud, high, varied)]
+    return 1.0 + 9.0 * sum(w * t for w, t in zip(AROUSAL_WEIGHTS, terms))
+
+
+def scream_score(cfg: AudioCueConfig, loudness_dbfs: float, pitch_hz: float,
+                 loud_voiced_s: float, centroid_hz: float, flatness: float) -> float:
+    """Scream / cry score in [0, 1]: loud AND high AND sustained voice, bright and tonal.
+
+    ``loud * high * sustained * bright * tonal`` where ``loud = sigmoid((L -
+    scream_loudness_dbfs) / 3 dB)``, ``high = sigmoid(semitones(pitch /
+    scream_pitch_hz) / 2)``, ``sustained = min(1, loud_voiced_s /
+    scream_min_voiced_s)``, ``bright = 0.5 + 0.5 * sigmoid((centroid - 1200 Hz)
+    / 300 Hz)`` and ``tonal = 1 - sigmoid((flatness - 0.3) / 0.05)``.
+    """
+    if not pitch_hz > 0:
+        return 0.0
+    loud = _sigmoid((loudness_dbfs - cfg.scream_loudness_dbfs) / 3.0)
+    high = _sigmoid(12.0 * math.log2(pitch_hz / cfg.scream_pitch_hz) / 2.0)
+    sustained = min(1.0, loud_voiced_s / cfg.scream_min_voiced_s)
+    bright = 0.5 + 0.5 * _sigmoid((centroid_hz - SCREAM_CENTROID_HZ) / 300.0)
+    tonal = 1.0 - _sigmoid((flatness - NOISE_FLATNESS) / 0.05)
+    return float(loud * high * sustained * bright * tonal)
+
+
+class AudioCueExtractor:
+    """Streams audio in, returns one :class:`AudioCueResult` per completed hop.
+
+    Not thread-safe: call it from one thread (the audio node's worker).
+    Lifecycle: construct (cheap), ``load()``, ``push()`` any number of times,
+    ``close()``.
+    """
+
+    def __init__(self, cfg: AudioCueConfig) -> None:
+        """Build the extractor (no model loading yet).
+
+        Raises:
+            ConfigError: if the configuration is inconsistent.
+        """
+        cfg.validate()
+        self.cfg = cfg
+        self._window = int(round(cfg.window_s * ANALYSIS_RATE))
+        self._hop = int(round(cfg.hop_s * ANALYSIS_RATE))
+        self._analyzer = FrameAnalyzer(cfg.pitch_min_hz, cfg.pitch_max_hz,
+                                       cfg.voicing_threshold, cfg.silence_dbfs)
+        self._vad = create_vad(cfg.vad_backend)
+        self._kws: Optional[KeywordSpotter] = (
+            KeywordSpotter(cfg.keywords, cfg.keyword_levels) if cfg.keyword_spotting else None)
+        self._loaded = False
+        self.stream_restarts = 0  # how often a gap or jump restarted the stream
+        self._reset_stream()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the VAD model and pocketsphinx.
+
+        Raises:
+            ModelLoadError: naming what is missing.
+            ConfigError: for keywords not in the dictionary.
+        """
+        self._vad.load()
+        if self._kws is not None:
+            self._kws.load()
+        self._loaded = True
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream; the next push starts a new one."""
+        self._reset_stream()
+        self._vad.reset()
+        if self._kws is not None and self._kws.loaded:
+            self._kws.reset()
+
+    def close(self) -> None:
+        """Free the models. Safe to call twice."""
+        self._vad.close()
+        if self._kws is not None:
+            self._kws.close()
+        self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        """True between load() and close()."""
+        return self._loaded
+
+    @property
+    def buffered_seconds(self) -> float:
+        """Audio held in the ring buffer (bounded by about window_s + one chunk)."""
+        return self._buf.size / ANALYSIS_RATE
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def _reset_stream(self) -> None:
+        self._origin: Optional[float] = None   # stamp of stream sample 0
+        self._in_rate = 0
+        self._in_count = 0                     # input samples since the origin
+        self._resampler: Optional[StreamResampler] = None
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0                    # 16 kHz index of _buf[0]
+        self._produced = 0                     # 16 kHz samples produced so far
+        self._vad_next = 0                     # start of the next VAD frame
+        self._vad_probs: List[Tuple[int, float]] = []     # (frame start, probability)
+        self._feat_next = 0                    # index of the next feature frame
+        self._feats: List[Tuple[int, FrameFeatures]] = []  # (first frame index, batch)
+        self._kws_fed = 0
+        self._hits: List[KeywordHit] = []
+        self._next_end = self._window
+
+    def push(self, samples: np.ndarray, sample_rate: int, stamp: float) -> List[AudioCueResult]:
+        """Add a chunk of audio and return the results of the hops it completes.
+
+        Args:
+            samples: float32 mono samples in [-1, 1], shape ``(n,)`` (``(n,
+                channels)`` is averaged to mono).
+            sample_rate: rate of ``samples`` in Hz.
+            stamp: time of the first sample in seconds.
+
+        Raises:
+            InputError: kind ``'audio_nonfinite'`` for NaN/inf samples or stamp,
+                ``'audio_shape'`` for a bad array, ``'audio_rate'`` for a bad
+                rate. The chunk is dropped and the stream state is unchanged.
+            ModelLoadError: if called before ``load()``.
+        """
+        if not self._loaded:
+            raise ModelLoadError('AudioCueExtractor.push() called before load()')
+        x = np.asarray(samples)
+        if x.ndim == 2:
+            x = x.mean(axis=1)
+        if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+            # Integer PCM must go through decode_pcm, which knows its scale.
+            raise InputError(f'audio samples must be a float (n,) array in [-1, 1], got '
+                             f'shape {np.shape(samples)} of {np.asarray(samples).dtype}',
+                             kind='audio_shape')
+        if isinstance(sample_rate, float) and sample_rate.is_integer():
+            sample_rate = int(sample_rate)
+        check_rate_channels(sample_rate, 1)
+        if not math.isfinite(stamp):
+            raise InputError(f'audio chunk stamp {stamp!r} is not finite', kind='audio_nonfinite')
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise InputError(f'audio chunk holds {bad} NaN/inf sample(s); chunk dropped',
+                             kind='audio_nonfinite')
+        if x.size == 0:
+            return []
+        x = np.clip(x, -1.0, 1.0)
+        self._follow_stamp(int(sample_rate), float(stamp))
+        self._in_count += x.size
+        assert self._resampler is not None
+        out = self._resampler.process(x)
+        self._buf = np.concatenate([self._buf, out])
+        self._produced += out.size
+        results = []
+        while self._produced >= self._next_end:
+            results.append(self._emit(self._next_end))
+            self._next_end += self._hop
+        self._trim()
+        return results
+
+    def _follow_stamp(self, rate: int, stamp: float) -> None:
+        """Start or continue the stream; restart on a rate change, gap or jump back."""
+        if self._origin is not None:
+            expected = self._origin + self._in_count / self._in_rate
+            drift = stamp - expected
+            if rate == self._in_rate and abs(drift) <= self.cfg.max_gap_s:
+                # Continuous: the sample count keeps time, so stamp jitter does not
+                # matter; a sound card clock that drifts from the stamps' clock is
+                # followed slowly (beyond a 1 ms dead band, so exact stamps keep
+                # results bit-identical).
+                if abs(drift) > _DRIFT_DEADBAND_S:
+                    self._origin += _DRIFT_GAIN * drift
+                return
+            self.stream_restarts += 1
+            self.reset()
+        self._origin = stamp
+        self._in_rate = rate
+        self._resampler = StreamResampler(rate, ANALYSIS_RATE)
+
+    def _slice(self, start: int, end: int) -> np.ndarray:
+        return self._buf[start - self._buf_start:end - self._buf_start]
+
+    def _advance(self, end: int) -> None:
+        """Run VAD, feature frames and the keyword spotter on all audio before ``end``."""
+        count = (end - self._vad_next) // VAD_FRAME
+        if count > 0:
+            frames = self._slice(self._vad_next, self._vad_next + count * VAD_FRAME)
+            probs = self._vad.process(frames.reshape(count, VAD_FRAME))
+            self._vad_probs.extend((self._vad_next + i * VAD_FRAME, float(p))
+                                   for i, p in enumerate(probs))
+            self._vad_next += count * VAD_FRAME
+        last = (end - FRAME_LENGTH) // FRAME_HOP  # last frame that fits before end
+        if last >= self._feat_next:
+            start = self._feat_next * FRAME_HOP
+            audio = self._slice(start, last * FRAME_HOP + FRAME_LENGTH)
+            frames = np.lib.stride_tricks.sliding_window_view(audio, FRAME_LENGTH)[::FRAME_HOP]
+            self._feats.append((self._feat_next, self._analyzer.analyze(frames)))
+            self._feat_next = last + 1
+        if self._kws is not None and end > self._kws_fed:
+            self._hits.extend(self._kws.process(self._slice(self._kws_fed, end)))
+            self._kws_fed = end
+
+    def _emit(self, end: int) -> AudioCueResult:
+        self._advance(end)
+        start = end - self._window
+        cfg = self.cfg
+        # Voice activity: the highest probability after a 3-frame median, so
+        # that one stray frame neither makes nor breaks a window.
+        probs = np.array([p for s, p in self._vad_probs if s >= start and s + VAD_FRAME <= end])
+        if probs.size >= 3:
+            padded = np.concatenate([probs[:1], probs, probs[-1:]])
+            smooth = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+            speech = float(smooth.max())
+        else:
+            speech = float(probs.max()) if probs.size else 0.0
+        voice_active = speech >= cfg.vad_threshold
+
+        feats = self._window_features(start, end)
+        levels = feats['level']
+        loudness = float(min(0.0, np.percentile(levels, 95))) if levels.size else -120.0
+        voiced = feats['pitch'] > 0
+        pitch = float(np.median(feats['pitch'][voiced])) if voiced.sum() >= MIN_VOICED_FRAMES \
+            else 0.0
+        audible = levels > cfg.silence_dbfs
+        weights = feats['power'][audible]
+        if audible.any() and weights.sum() > 0:
+            centroid = float(np.average(feats['centroid'][audible], weights=weights))
+            flatness = float(np.average(feats['flatness'][audible], weights=weights))
+        else:
+            centroid, flatness = 0.0, 1.0
+        if pitch > 0:
+            semitones = 12.0 * np.log2(feats['pitch'][voiced] / pitch)
+            spread = float(np.std(semitones))
+            loud_voiced = voiced & (levels >= loudness - 15.0)
+            loud_voiced_s = float(loud_voiced.sum()) * FRAME_HOP / ANALYSIS_RATE
+        else:
+            spread, loud_voiced_s = 0.0, 0.0
+        arousal = vocal_arousal(loudness, pitch, spread)
+        scream = scream_score(cfg, loudness, pitch, loud_voiced_s, centroid, flatness)
+
+        found, confidence = self._window_keywords(start, end)
+        assert self._origin is not None
+        return AudioCueResult(
+            stamp=self._origin + end / ANALYSIS_RATE, window_s=cfg.window_s,
+            speech_probability=speech, voice_active=voice_active,
+            help_detected=bool(found), keywords=found, keyword_confidence=confidence,
+            scream_score=scream, loudness_dbfs=loudness, pitch_hz=pitch,
+            spectral_centroid_hz=centroid, vocal_arousal=arousal)
+
+    def _window_features(self, start: int, end: int) -> Dict[str, np.ndarray]:
+        """Feature rows of the frames lying entirely inside [start, end)."""
+        first = -(-start // FRAME_HOP)
+        last = (end - FRAME_LENGTH) // FRAME_HOP
+        parts: Dict[str, List[np.ndarray]] = {k: [] for k in
+                                              ('level', 'pitch', 'centroid', 'flatness', 'power')}
+        for index0, batch in self._feats:
+            n = batch.level_dbfs.size
+            lo, hi = max(first, index0) - index0, min(last + 1, index0 + n) - index0
+            if lo >= hi:
+                continue
+            parts['level'].append(batch.level_dbfs[lo:hi])
+            parts['pitch'].append(batch.pitch_hz[lo:hi])
+            parts['centroid'].append(batch.centroid_hz[lo:hi])
+            parts['flatness'].append(batch.flatness[lo:hi])
+            parts['power'].append(batch.power[lo:hi])
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
+
+    def _window_keywords(self, start: int, end: int) -> Tuple[List[str], float]:
+        """Keyphrases ending inside the window, known by its end, with their confidence."""
+        if self._kws is None:
+            return [], 0.0
+        cfg = self.cfg
+        best: Dict[str, float] = {}
+        for hit in self._hits:
+            if not (start < hit.end <= end and hit.found_at <= end):
+                continue
+            if cfg.keyword_requires_voice:
+                during = [p for s, p in self._vad_probs
+                          if s + VAD_FRAME > hit.start and s < hit.end]
+                if not during or max(during) < cfg.vad_threshold:
+                    continue
+            conf = (hit.level + 1) / self._kws.levels
+            best[hit.keyword] = max(best.get(hit.keyword, 0.0), conf)
+        confidence = max(best.values(), default=0.0)
+        found = sorted(k for k, c in best.items() if c >= cfg.keyword_threshold)
+        return found, confidence
+
+    def _trim(self) -> None:
+        """Drop audio, frames and hits that no future window can use (bounded memory)."""
+        next_start = self._next_end - self._window
+        keep = min(self._vad_next, self._feat_next * FRAME_HOP, next_start)
+        if self._kws is not None:
+            keep = min(keep, self._kws_fed)
+        if keep > self._buf_start:
+            self._buf = self._buf[keep - self._buf_start:]
+            self._buf_start = keep
+        horizon = next_start - int(_VAD_HISTORY_S * ANALYSIS_RATE)
+        if self._vad_probs and self._vad_probs[0][0] < horizon:
+            self._vad_probs = [(s, p) for s, p in self._vad_probs if s >= horizon]
+        self._feats = [(i0, b) for i0, b in self._feats
+                       if (i0 + b.level_dbfs.size - 1) * FRAME_HOP >= next_start]
+        self._hits = [h for h in self._hits if h.end > next_start]
