@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$python" -m venv "$venv"
   fi
   log 'installing Python dependencies (first time: a few minutes, torch is large)'
-  "$venv/bin/pip" install -q --upgrade pip
+  pip_quiet install -q --upgrade pip
   pip_quiet install -q -r requirements.txt
   pip_quiet install -q --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
@@ -43,15 +43,17 @@ fi
 mkdir -p "$root/log"
 # The interface package, built with colcon against the venv's ROS.
 msgs_stamp=$root/install/emotion_ros_msgs/.emotion_ros_built
+# test/fixtures/audio_common_msgs: the community audio messages, built for the tests only.
 msgs_hash=$(cat emotion_ros_msgs/package.xml emotion_ros_msgs/CMakeLists.txt emotion_ros_msgs/msg/* \
-  emotion_ros_msgs/srv/* | sha256sum | cut -c1-16)
+  emotion_ros_msgs/srv/* test/fixtures/audio_common_msgs/*.* test/fixtures/audio_common_msgs/msg/* \
+  | sha256sum | cut -c1-16)
 if [ ! -f "$msgs_stamp" ] || [ "$(cat "$msgs_stamp")" != "$msgs_hash" ]; then
-  log 'building emotion_ros_msgs with colcon'
+  log 'building emotion_ros_msgs (and the test fixture audio_common_msgs) with colcon'
   (
     # shellcheck disable=SC1091
     . "$venv/bin/activate"
     export AMENT_PREFIX_PATH=$VIRTUAL_ENV
-    colcon --log-base "$root/log" build --base-paths emotion_ros_msgs \
+    colcon --log-base "$root/log" build --base-paths emotion_ros_msgs test/fixtures \
       --build-base "$root/build" --install-base "$root/install" \
       --cmake-args -DCMAKE_PROJECT_INCLUDE="$root/tools/strip_opt_python_includes.cmake" \
       -DBUILD_TESTING=OFF >"$root/log/colcon_msgs.log" 2>&1 || {
