@@ -42,7 +42,8 @@ def make_header(seconds: float, frame_id: str = '') -> Header:
 # ------------------------------------------------------------------- images
 def image_to_rgb(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 array (InputError on bad encoding/size)."""
-    return decode_image(msg.encoding, msg.width, msg.height, msg.step, msg.data)
+    return decode_image(msg.encoding, msg.width, msg.height, msg.step, msg.data,
+                        is_bigendian=bool(msg.is_bigendian))
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
