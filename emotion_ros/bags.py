@@ -84,7 +84,7 @@ def _base_types() -> Dict[str, Any]:
 
 
 def project_typestore(extra: Optional[Dict[str, Any]] = None) -> Any:
-    """A rosbags type store with Kilted's standard types and emotion_ros_msgs.
+    """Build a rosbags type store with Kilted's standard types and emotion_ros_msgs.
 
     Args:
         extra: more parsed definitions (``rosbags`` typesdict); these take
@@ -145,7 +145,7 @@ class BagInfo:
         return self.start_ns / 1e9
 
     def describe_topics(self) -> str:
-        """``'/a (sensor_msgs/msg/Image, 10 msgs), ...'`` for error messages."""
+        """Describe the topics as ``'/a (sensor_msgs/msg/Image, 10 msgs), ...'``."""
         if not self.topics:
             return '(none)'
         return ', '.join(f'{t.name} ({t.msgtype}, {t.count} msgs)'
@@ -285,7 +285,7 @@ class BagReader:
             except Exception as exc:  # a definition we cannot parse: fall back on ours
                 if conn.msgtype in _base_types():
                     continue
-                raise InputError(f'topic {conn.topic}: cannot parse the bag\'s definition of '
+                raise InputError(f"topic {conn.topic}: cannot parse the bag's definition of "
                                  f'{conn.msgtype}: {exc}', kind='bag_msgdef') from exc
             for name, value in parsed.items():
                 extra.setdefault(name, value)
@@ -349,7 +349,7 @@ class BagReader:
         return found
 
     def definition(self, msgtype: str) -> str:
-        """The message definition text of ``msgtype`` (the bag's own, else generated)."""
+        """Return the definition text of ``msgtype`` (the bag's own, else generated)."""
         self._check_open()
         for conn in self._connections:
             if conn.msgtype == msgtype and conn.msgdef.data:
@@ -507,7 +507,7 @@ class BagWriter:
 
 # ---------------------------------------------------------------- messages
 def to_time(typestore: Any, seconds: float) -> Any:
-    """A ``builtin_interfaces/msg/Time`` for ``seconds`` (rounded to the nanosecond)."""
+    """Make a ``builtin_interfaces/msg/Time`` of ``seconds`` (rounded to the nanosecond)."""
     ns = int(round(seconds * 1e9))
     return typestore.types['builtin_interfaces/msg/Time'](sec=ns // 10**9,
                                                           nanosec=ns % 10**9)
@@ -519,14 +519,14 @@ def stamp_seconds(header: Any) -> float:
 
 
 def make_header(typestore: Any, seconds: float, frame_id: str = '') -> Any:
-    """A ``std_msgs/msg/Header``."""
+    """Make a ``std_msgs/msg/Header``."""
     return typestore.types['std_msgs/msg/Header'](stamp=to_time(typestore, seconds),
                                                   frame_id=frame_id)
 
 
 def image_message(typestore: Any, rgb: np.ndarray, seconds: float, frame_id: str = 'camera',
                   encoding: str = 'rgb8') -> Any:
-    """A ``sensor_msgs/msg/Image`` holding an RGB uint8 image in ``encoding``."""
+    """Make a ``sensor_msgs/msg/Image`` holding an RGB uint8 image in ``encoding``."""
     from emotion_ros.image_codec import encode_image
     height, width, step, data = encode_image(rgb, encoding)
     return typestore.types[IMAGE_TYPE](
@@ -537,7 +537,7 @@ def image_message(typestore: Any, rgb: np.ndarray, seconds: float, frame_id: str
 
 def compressed_image_message(typestore: Any, rgb: np.ndarray, seconds: float,
                              frame_id: str = 'camera', quality: int = 85) -> Any:
-    """A ``sensor_msgs/msg/CompressedImage`` with a JPEG of an RGB uint8 image."""
+    """Make a ``sensor_msgs/msg/CompressedImage`` with a JPEG of an RGB uint8 image."""
     from emotion_ros.image_codec import encode_jpeg
     data = encode_jpeg(rgb, quality=quality)
     return typestore.types[COMPRESSED_IMAGE_TYPE](
@@ -547,7 +547,7 @@ def compressed_image_message(typestore: Any, rgb: np.ndarray, seconds: float,
 
 def audio_frame_message(typestore: Any, samples: np.ndarray, sample_rate: int, seconds: float,
                         frame_id: str = 'microphone', sample_format: str = 'S16LE') -> Any:
-    """An ``emotion_ros_msgs/msg/AudioFrame``; ``samples`` float (n,) or (n, channels)."""
+    """Make an ``emotion_ros_msgs/msg/AudioFrame``; ``samples`` float (n,) or (n, channels)."""
     from emotion_ros.audio.pcm import encode_pcm
     samples = np.asarray(samples, dtype=np.float32)
     channels = 1 if samples.ndim == 1 else int(samples.shape[1])

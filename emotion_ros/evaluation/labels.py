@@ -57,11 +57,11 @@ class Span:
     vad: Optional[Tuple[float, float, float]] = None
 
     def contains(self, t: float) -> bool:
-        """True when ``t`` lies in [start, end]."""
+        """Tell whether ``t`` lies in [start, end]."""
         return self.start <= t <= self.end
 
     def box_at(self, t: float) -> Box:
-        """The box at ``t``, linearly interpolated between keyframes (held at the ends)."""
+        """Return the box at ``t``, interpolated between keyframes (held at the ends)."""
         frames = self.keyframes
         if len(frames) == 1 or t <= frames[0].t:
             return frames[0].box
@@ -70,7 +70,8 @@ class Span:
         for before, after in zip(frames, frames[1:]):
             if before.t <= t <= after.t:
                 w = (t - before.t) / (after.t - before.t) if after.t > before.t else 0.0
-                return tuple(a + w * (b - a) for a, b in zip(before.box, after.box))  # type: ignore
+                box = tuple(a + w * (b - a) for a, b in zip(before.box, after.box))
+                return box  # type: ignore[return-value]
         return frames[-1].box
 
 
@@ -122,7 +123,7 @@ class Labels:
     source: str = ''
 
     def visible_at(self, t: float) -> List[Visible]:
-        """The labelled persons in view at ``t`` (relative time)."""
+        """List the labelled persons in view at ``t`` (relative time)."""
         out: List[Visible] = []
         for person in self.persons.values():
             for span in person.spans:
@@ -144,7 +145,7 @@ class Labels:
         return (min(times), max(times)) if times else (0.0, 0.0)
 
     def shifted(self, offset: float) -> 'Labels':
-        """A copy with every time moved by ``-offset`` (absolute -> relative)."""
+        """Return a copy with every time moved by ``-offset`` (absolute -> relative)."""
         def span(s: Span) -> Span:
             return dataclasses.replace(
                 s, start=s.start - offset, end=s.end - offset,
@@ -403,7 +404,7 @@ def load_labels(path: Union[str, 'os.PathLike[str]']) -> Labels:
 
 
 def labels_to_dict(labels: Labels) -> Dict[str, Any]:
-    """The labels as a plain document (what ``load_labels`` reads back)."""
+    """Turn labels into a plain document (what ``load_labels`` reads back)."""
     def span(s: Span) -> Dict[str, Any]:
         out: Dict[str, Any] = {'start': s.start, 'end': s.end}
         if len(s.keyframes) == 1 and s.keyframes[0].t == s.start:

@@ -15,7 +15,7 @@ def iou(a: Box, b: Box) -> float:
 
 
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    """IoU of every box in ``a`` (rows) with every box in ``b`` (columns)."""
+    """Compute the IoU of every box in ``a`` (rows) with every box in ``b`` (columns)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
     pa = np.asarray(a, dtype=np.float64).reshape(-1, 4)
