@@ -365,6 +365,19 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
+def _ultralytics_weights_dir() -> Path:
+    """ultralytics' weights cache, read from its settings file without importing it."""
+    import json
+    import os
+
+    config_dir = Path(os.environ.get('YOLO_CONFIG_DIR', Path.home() / '.config' / 'Ultralytics'))
+    try:
+        settings = json.loads((config_dir / 'settings.json').read_text())
+        return Path(settings.get('weights_dir', 'weights'))
+    except (OSError, ValueError):
+        return Path('weights')
+
+
 def resolve_device(requested: str) -> str:
     """Map ``auto|cpu|cuda`` to the torch device to use.
 
@@ -419,9 +432,7 @@ class YoloDetector(PersonDetector):
             return str(path)
         if weights.lower().startswith(('http://', 'https://')) and not _env_true('YOLO_OFFLINE'):
             return weights  # ultralytics downloads URLs itself
-        from ultralytics.utils import SETTINGS
-
-        cached = Path(SETTINGS['weights_dir']) / weights
+        cached = _ultralytics_weights_dir() / weights
         if cached.is_file():
             return str(cached)
         # A bare model name may be downloaded by ultralytics; a path with folders
@@ -445,13 +456,15 @@ class YoloDetector(PersonDetector):
         """
         if self._model is not None:
             return
+        # Resolve first: when the weights are missing offline, fail before importing torch
+        # and ultralytics (half a gigabyte of memory the fallback detector does not need).
+        weights = self._resolve_weights()
         try:
             import torch  # noqa: F401  (fail early with a clear message)
             import ultralytics  # noqa: F401
         except ImportError as exc:
             raise ModelLoadError(f'the yolo detector needs torch and ultralytics: {exc} '
                                  '(or use detector.type face)') from exc
-        weights = self._resolve_weights()
         self._device = resolve_device(self.cfg.device)
         try:
             from ultralytics import YOLO
