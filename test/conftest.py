@@ -24,7 +24,8 @@ CONFIG = ROOT / 'config' / 'robot.yaml'
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 200))
 os.environ['ROS_LOG_DIR'] = str(ROOT / 'build' / 'test_ros_log')
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(ROOT / 'tools' / 'fastdds_loopback.xml'))
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
+                      str(ROOT / 'tools' / 'fastdds_loopback.xml'))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('YOLO_OFFLINE', '1')
 os.environ.setdefault('EMOTION_ROS_ROOT', str(ROOT))
@@ -81,7 +82,7 @@ class NodeProcess:
 
 @pytest.fixture
 def start_node(tmp_path):
-    """Start node executables (``start_node('audio_node', '--ros-args', ...)``); stops them after."""
+    """Start node executables: ``start_node('audio_node', '--ros-args', ...)``; stopped after."""
     started: List[NodeProcess] = []
 
     def start(executable: str, *args: str, env: Optional[dict] = None) -> NodeProcess:

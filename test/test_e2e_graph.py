@@ -1,4 +1,4 @@
-"""End to end: node executables as separate processes, real topics, real models, config/robot.yaml."""
+"""End to end: node processes, real topics, real models, config/robot.yaml."""
 
 import time
 
@@ -40,6 +40,7 @@ def test_camera_and_call_for_help_give_tracked_estimates_and_an_audio_alert(
     # Wait for the perception node to be active (models loaded): it answers frames.
     rgb = sample_frame('zidane')
     frame_period = 1 / 15
+
     def publish_frame():
         image_pub.publish(conversions.rgb_to_image(rgb, conversions.make_header(time.time(),
                                                                                 'camera')))

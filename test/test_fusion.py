@@ -72,7 +72,7 @@ def test_happy_person_never_alerts():
 
 
 def test_hysteresis_rearms_after_score_falls():
-    """After the score falls below clear_threshold and the cooldown passes, a new episode alerts."""
+    """Below clear_threshold and after the cooldown, a new episode alerts again."""
     fusion = DistressFusion(FusionConfig(cooldown_s=2.0))
     first = run(fusion, [frame(t * 0.2, [person(1, fear=0.95)]) for t in range(15)])
     calm = run(fusion, [frame(3 + t * 0.2, [person(1)]) for t in range(25)])

@@ -202,4 +202,3 @@ def format_alert(msg: DistressAlert) -> str:
 
 def _finite(value: float) -> object:
     return round(float(value), 2) if math.isfinite(value) else None
-

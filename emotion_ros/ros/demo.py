@@ -219,7 +219,8 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
     summary = {'bag': str(bag), 'config': args.config, 'alerts': recorder.alerts,
-               'person_frames': recorder.persons_msgs, 'max_persons_in_frame': recorder.max_persons,
+               'person_frames': recorder.persons_msgs,
+               'max_persons_in_frame': recorder.max_persons,
                'tracks': sorted(recorder.track_ids), 'annotated_frames': recorder.frames}
     recorder.close()
     (run_dir / 'alerts.json').write_text(json.dumps(recorder.alerts, indent=2))

@@ -1,4 +1,4 @@
-"""Helpers every node uses: parameters from config dataclasses, bad-input accounting, diagnostics."""
+"""Helpers every node uses: parameters from config dataclasses, bad-input log, diagnostics."""
 
 from __future__ import annotations
 

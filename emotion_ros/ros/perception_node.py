@@ -63,7 +63,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read parameters and load the models. FAILURE (stay unconfigured) on bad config/weights."""
+        """Read parameters, load the models; FAILURE (stay unconfigured) on bad config/weights."""
         try:
             self.config = reload_config(self, PerceptionNodeConfig)
             pipeline = PerceptionPipeline(self.config.pipeline)
