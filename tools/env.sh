@@ -2,6 +2,8 @@
 # activates .venv, puts the built emotion_ros_msgs on the paths, and applies
 # the project's network rules (ROS 2 traffic stays on loopback).
 _er_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+# colcon's and venv's setup scripts read unset variables: relax 'set -u' while sourcing them.
+case $- in *u*) _er_nounset=1; set +u ;; *) _er_nounset= ;; esac
 # shellcheck disable=SC1091
 . "$_er_root/.venv/bin/activate"
 # shellcheck disable=SC1091
@@ -16,4 +18,5 @@ export EMOTION_ROS_ROOT=$_er_root
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 export YOLO_OFFLINE=${YOLO_OFFLINE:-1}
 mkdir -p "$ROS_LOG_DIR"
-unset _er_root
+[ -n "$_er_nounset" ] && set -u
+unset _er_root _er_nounset
