@@ -51,7 +51,9 @@ def frames_640x480():
 def bench_stages(n_frames: int) -> None:
     """Part 1: per-stage times of the perception node's processing of one frame."""
     from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CompressedImage
 
+    from emotion_ros.image_codec import encode_jpeg
     from emotion_ros.pipeline import PerceptionPipeline
     from emotion_ros.robot_config import load_robot_config
     from emotion_ros.ros import conversions
@@ -62,8 +64,9 @@ def bench_stages(n_frames: int) -> None:
     print(f'models: {pipeline.model_id}')
     photos = frames_640x480()
     print(f'\n## Part 1: per-stage time, 640x480, {n_frames} frames per photo')
-    print('| photo | persons | decode | detect | track | emotion | publish | total | max FPS |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('| photo | persons | decode | detect | track | emotion | publish | total | max FPS '
+          '| decode if JPEG |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for name, rgb in photos.items():
         times = {k: [] for k in ('decode', 'detect', 'track', 'emotion', 'publish', 'total')}
         persons = 0
@@ -85,9 +88,16 @@ def bench_stages(n_frames: int) -> None:
             times['total'].append((t3 - t0) * 1e3)
             persons = len(result.persons)
         med = {k: statistics.median(v) for k, v in times.items()}
+        jpeg = CompressedImage(format='jpeg', data=encode_jpeg(rgb, 90))
+        jpeg_ms = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            conversions.compressed_to_rgb(jpeg)
+            jpeg_ms.append((time.perf_counter() - t0) * 1e3)
         print(f'| {name} | {persons} | ' + ' | '.join(
             f'{med[k]:.1f} ms' for k in ('decode', 'detect', 'track', 'emotion', 'publish',
-                                         'total')) + f' | {1000 / med["total"]:.1f} |')
+                                         'total')) + f' | {1000 / med["total"]:.1f} '
+              f'| {statistics.median(jpeg_ms):.1f} ms |')
     pipeline.close()
 
 
