@@ -62,9 +62,13 @@ if [ ! -f "$msgs_stamp" ] || [ "$(cat "$msgs_stamp")" != "$msgs_hash" ]; then
   echo "$msgs_hash" > "$msgs_stamp"
 fi
 
-# The package itself, editable, so console scripts exist and edits apply.
-if [ ! -f "$venv/bin/perception_node" ]; then
+# The package itself, editable, so console scripts exist and edits apply; redone when
+# setup.py changes (its package list decides what the editable install maps).
+pkg_stamp=$venv/.emotion_ros_pkg
+pkg_hash=$(cat setup.py setup.cfg | sha256sum | cut -c1-16)
+if [ ! -f "$pkg_stamp" ] || [ "$(cat "$pkg_stamp")" != "$pkg_hash" ]; then
   log 'installing emotion_ros (editable)'
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$root"
+  pip_quiet install -q --no-deps --no-build-isolation -e "$root"
+  echo "$pkg_hash" > "$pkg_stamp"
 fi
 log 'environment ready: . tools/env.sh'

@@ -18,6 +18,14 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
               'check a dataset download: images, persons, categories, VAD, skips per split'),
     'make-synthetic': ('training.synthetic', 'add_arguments', 'run',
                        'write a synthetic dataset in the EMOTIC CSV layout'),
+    'make-tiny': ('training.tiny', 'add_make_tiny_arguments', 'run_make_tiny',
+                  'write a tiny random LLaVA (offline demos and tests)'),
+    'train': ('training.train', 'add_train_arguments', 'run_train',
+              'fine-tune LLaVA + LoRA + score head; checkpoints, metrics, bundle'),
+    'evaluate': ('training.evaluate', 'add_evaluate_arguments', 'run_evaluate',
+                 'mAP, per-category AP, VAD MAE, thresholds; report with plots'),
+    'export': ('training.train', 'add_export_arguments', 'run_export',
+               'write a bundle from a run, or merge the adapter of a bundle'),
 }
 
 

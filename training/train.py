@@ -1,0 +1,759 @@
+"""The fine-tuning loop, on Hugging Face Accelerate.
+
+One code path for a CPU, one GPU, several GPUs and several nodes:
+``python -m training train ...`` runs in one process;
+``accelerate launch --config_file training/configs/<setup>.yaml -m training train ...``
+or ``torchrun --nproc_per_node N -m training train ...`` run data-parallel
+(DDP; gloo on CPU, NCCL on GPUs). See docs/training.md.
+
+What a run leaves in ``output_dir``::
+
+    config.json            the resolved TrainConfig
+    data_report.json       persons used and skipped per reason, per split
+    metrics.jsonl          every logged event (train steps, evaluations), one JSON per line
+    train_log.csv          step, epoch, lr, loss, lm_loss, cls_loss, vad_loss, grad_norm, ...
+    eval_log.csv           epoch, step, val_map, val_vad_mae, val_lm_loss, is_best
+    curves.png             training loss and validation mAP so far
+    checkpoints/step-N/    resumable state (trainable weights, optimizer, scheduler, progress)
+    best/                  trainable weights + metrics of the best epoch (validation mAP)
+    bundle/                the weights bundle of the best epoch, for the robot
+
+Resume after a kill: run the same command again (``--resume auto``, the
+default) and it continues from the newest complete checkpoint, skipping the
+batches of the interrupted epoch it had already trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from emotion_ros.contract import CATEGORIES
+from emotion_ros.errors import ConfigError, ModelLoadError
+from training.config import TrainConfig, add_config_arguments, config_from_args, flag
+
+_LOG = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'best'
+STATE_FILE = 'trainer_state.json'
+TRAINABLE_FILE = 'trainable.safetensors'
+# Fields that may change between a run and its resumption (they do not change the model).
+# A moved run folder or dataset is fine; anything that changes the model is not.
+RESUMABLE_CHANGES = frozenset({'progress', 'num_workers', 'logging_steps', 'save_steps',
+                               'save_total_limit', 'resume', 'max_steps',
+                               'per_device_eval_batch_size', 'cpu', 'output_dir', 'data_root',
+                               'bundle_name'})
+TRAIN_COLUMNS = ['step', 'epoch', 'lr', 'loss', 'lm_loss', 'cls_loss', 'vad_loss',
+                 'grad_norm', 'samples_per_s', 'elapsed_s']
+EVAL_COLUMNS = ['epoch', 'step', 'val_map', 'val_vad_mae', 'val_lm_loss', 'is_best']
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffling sampler whose order depends only on (seed, epoch).
+
+    Every process draws the same permutation (Accelerate then gives each its
+    shard), and a resumed run can skip exactly the batches already done.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        """Shuffle ``size`` indices with ``seed``."""
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of an epoch."""
+        self.epoch = epoch
+
+    def __iter__(self):  # noqa: D105
+        generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:  # noqa: D105
+        return self.size
+
+
+# ---------------------------------------------------------------------------------------------
+# Files: metrics, checkpoints.
+
+
+class MetricsLogger:
+    """Appends events to metrics.jsonl and the two CSV files (main process only).
+
+    On resume, rows logged after the checkpoint's step are dropped so that
+    the files read as one uninterrupted run.
+    """
+
+    def __init__(self, output_dir: str, enabled: bool, resume_step: Optional[int]) -> None:
+        """Open (and on resume, trim) the files."""
+        self.enabled = enabled
+        self.jsonl = os.path.join(output_dir, 'metrics.jsonl')
+        self.train_csv = os.path.join(output_dir, 'train_log.csv')
+        self.eval_csv = os.path.join(output_dir, 'eval_log.csv')
+        if not enabled:
+            return
+        if resume_step is None:
+            for path in (self.jsonl, self.train_csv, self.eval_csv):
+                if os.path.exists(path):
+                    os.remove(path)
+        else:
+            self._trim(resume_step)
+        for path, columns in ((self.train_csv, TRAIN_COLUMNS), (self.eval_csv, EVAL_COLUMNS)):
+            if not os.path.exists(path):
+                with open(path, 'w', newline='', encoding='utf-8') as f:
+                    csv.writer(f).writerow(columns)
+
+    def _trim(self, step: int) -> None:
+        if os.path.exists(self.jsonl):
+            with open(self.jsonl, encoding='utf-8') as f:
+                keep = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
+            with open(self.jsonl, 'w', encoding='utf-8') as f:
+                f.writelines(keep)
+        for path in (self.train_csv, self.eval_csv):
+            if os.path.exists(path):
+                with open(path, newline='', encoding='utf-8') as f:
+                    rows = list(csv.reader(f))
+                header_row, body = rows[:1], rows[1:]
+                step_col = header_row[0].index('step') if header_row else 0
+                body = [r for r in body if int(float(r[step_col])) <= step]
+                with open(path, 'w', newline='', encoding='utf-8') as f:
+                    csv.writer(f).writerows(header_row + body)
+
+    def log(self, event: str, row: Dict[str, Any]) -> None:
+        """Write one event (``'train'`` or ``'eval'``)."""
+        if not self.enabled:
+            return
+        with open(self.jsonl, 'a', encoding='utf-8') as f:
+            f.write(json.dumps({'event': event, **row}, default=_json_default) + '\n')
+        path, columns = (self.train_csv, TRAIN_COLUMNS) if event == 'train' else \
+            (self.eval_csv, EVAL_COLUMNS)
+        with open(path, 'a', newline='', encoding='utf-8') as f:
+            csv.writer(f).writerow([_fmt(row.get(c, '')) for c in columns])
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f'{value:.6g}'
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, 'item'):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _write_json(path: str, data: Any) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=2, default=_json_default)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def list_checkpoints(output_dir: str) -> List[Tuple[int, str]]:
+    """Complete checkpoints of a run as (step, folder), oldest first."""
+    root = os.path.join(output_dir, CHECKPOINT_DIR)
+    found = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            folder = os.path.join(root, name)
+            if name.startswith('step-') and os.path.isfile(os.path.join(folder, STATE_FILE)):
+                try:
+                    found.append((int(name[5:]), folder))
+                except ValueError:
+                    continue
+    return sorted(found)
+
+
+def save_checkpoint(output_dir: str, model: Any, optimizer: Any, scheduler: Any,
+                    state: Dict[str, Any], keep: int) -> str:
+    """Write a resumable checkpoint atomically (main process only); prune old ones."""
+    from safetensors.torch import save_file
+    root = os.path.join(output_dir, CHECKPOINT_DIR)
+    final = os.path.join(root, f'step-{state["step"]:07d}')
+    tmp = os.path.join(root, f'.tmp-step-{state["step"]:07d}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()},
+              os.path.join(tmp, TRAINABLE_FILE))
+    torch.save(optimizer.state_dict(), os.path.join(tmp, 'optimizer.pt'))
+    torch.save(scheduler.state_dict(), os.path.join(tmp, 'scheduler.pt'))
+    _write_json(os.path.join(tmp, STATE_FILE), state)  # last: marks the checkpoint complete
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    for _step, folder in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: str, model: Any, optimizer: Any, scheduler: Any) -> Dict[str, Any]:
+    """Restore weights, optimizer and scheduler; return the trainer state.
+
+    Raises:
+        ModelLoadError: for a missing, partial or incompatible checkpoint.
+    """
+    from safetensors.torch import load_file
+    try:
+        with open(os.path.join(folder, STATE_FILE), encoding='utf-8') as f:
+            state = json.load(f)
+        model.load_trainable_state_dict(load_file(os.path.join(folder, TRAINABLE_FILE)))
+        optimizer.load_state_dict(torch.load(os.path.join(folder, 'optimizer.pt'),
+                                             map_location='cpu', weights_only=True))
+        scheduler.load_state_dict(torch.load(os.path.join(folder, 'scheduler.pt'),
+                                             weights_only=True))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, ModelLoadError):
+            raise
+        raise ModelLoadError(f'cannot resume from checkpoint {folder}: {exc}') from exc
+    return state
+
+
+def _config_changes(saved: Dict[str, Any], cfg: TrainConfig) -> List[str]:
+    now = cfg.to_dict()
+    return sorted(k for k in set(saved) | set(now)
+                  if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation during training.
+
+
+def evaluate_loader(model: Any, loader: Any, accelerator: Any,
+                    progress: bool) -> Dict[str, Any]:
+    """Score a split with the model in eval mode; gather over processes.
+
+    Returns:
+        Dict with ``scores`` (N, 26), ``vad`` (N, 3), ``labels`` (N, 26),
+        ``vad_true`` (N, 3) as numpy arrays and ``lm_loss`` (token-weighted mean).
+    """
+    from tqdm.auto import tqdm
+    model.eval()
+    parts: Dict[str, List[np.ndarray]] = {'scores': [], 'vad': [], 'labels': [], 'vad_true': []}
+    loss_sum = torch.zeros((), device=accelerator.device)
+    token_sum = torch.zeros((), device=accelerator.device)
+    bar = tqdm(loader, desc='evaluate', leave=False, dynamic_ncols=True,
+               disable=not (progress and accelerator.is_main_process))
+    with torch.no_grad():
+        for batch in bar:
+            out = model(**batch)
+            tokens = out['answer_tokens'].float()
+            loss_sum += out['lm_loss'].float() * tokens
+            token_sum += tokens
+            gathered = accelerator.gather_for_metrics(
+                (out['category_logits'].float().sigmoid(), out['vad'].float(),
+                 batch['category_targets'].float(), batch['vad_targets'].float()))
+            for key, value in zip(('scores', 'vad', 'labels', 'vad_true'), gathered):
+                parts[key].append(value.cpu().numpy())
+    model.train()
+    loss_sum = accelerator.reduce(loss_sum, 'sum')
+    token_sum = accelerator.reduce(token_sum, 'sum')
+    result: Dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items()}
+    result['lm_loss'] = float(loss_sum / token_sum.clamp(min=1))
+    return result
+
+
+def split_metrics(result: Dict[str, Any], with_vad: bool) -> Dict[str, Any]:
+    """mAP, per-category AP, VAD MAE and P=R thresholds of one evaluated split."""
+    from emotion_ros.metrics import mean_average_precision, precision_recall_thresholds
+    from emotion_ros.metrics import vad_mae
+    labels = result['labels']
+    mean_ap, per_category = mean_average_precision(labels, result['scores'])
+    thresholds = precision_recall_thresholds(labels, result['scores'])
+    metrics: Dict[str, Any] = {
+        'map': mean_ap,
+        'per_category_ap': dict(per_category),
+        'no_positive_categories': list(per_category.excluded),
+        'thresholds': {c: float(t) for c, t in zip(CATEGORIES, thresholds)
+                       if not math.isnan(t)},
+        'lm_loss': result['lm_loss'],
+        'persons': int(labels.shape[0]),
+    }
+    if with_vad:
+        metrics['vad_mae'] = vad_mae(result['vad_true'], result['vad'])
+    return metrics
+
+
+def _plot_curves(output_dir: str) -> None:
+    """Redraw curves.png from the CSV logs (best effort: plots must never stop training)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        train = _read_csv(os.path.join(output_dir, 'train_log.csv'))
+        evals = _read_csv(os.path.join(output_dir, 'eval_log.csv'))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        if train:
+            axes[0].plot([float(r['step']) for r in train], [float(r['loss']) for r in train],
+                         label='loss')
+            axes[0].plot([float(r['step']) for r in train],
+                         [float(r['lm_loss']) for r in train], label='answer text')
+            axes[0].plot([float(r['step']) for r in train],
+                         [float(r['cls_loss']) for r in train], label='category BCE')
+            axes[0].set_xlabel('optimizer step')
+            axes[0].legend()
+        axes[0].set_title('training loss')
+        if evals:
+            axes[1].plot([float(r['epoch']) for r in evals], [float(r['val_map']) for r in evals],
+                         marker='o')
+        axes[1].set_xlabel('epoch')
+        axes[1].set_title('validation mAP')
+        fig.tight_layout()
+        fig.savefig(os.path.join(output_dir, 'curves.png'), dpi=100)
+        plt.close(fig)
+    except Exception as exc:  # noqa: BLE001
+        _LOG.warning('could not draw curves.png: %s', exc)
+
+
+def _read_csv(path: str) -> List[Dict[str, str]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline='', encoding='utf-8') as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def _mixed_precision(cfg: TrainConfig, use_cuda: bool) -> str:
+    if not use_cuda:
+        if cfg.precision in ('bf16', 'fp16'):
+            raise ConfigError(f'{flag("precision")}: {cfg.precision} needs a GPU; use fp32 '
+                              'or auto on CPU')
+        return 'no'
+    if cfg.precision == 'auto':
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    return {'bf16': 'bf16', 'fp16': 'fp16', 'fp32': 'no'}[cfg.precision]
+
+
+def _load_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, Any]:
+    from training.data import load_dataset
+    from training.samples import SampleSet
+    if not cfg.data_root:
+        raise ConfigError(f'{flag("data_root")}: give the dataset folder')
+    report: Dict[str, Any] = {}
+    sets = []
+    for split, limit in ((cfg.train_split, cfg.max_train_samples),
+                         (cfg.eval_split, cfg.max_eval_samples)):
+        records, skipped = load_dataset(cfg.data_root, split,
+                                        max_skip_fraction=cfg.max_skip_fraction)
+        if limit:
+            records = records[:limit]
+        if not records:
+            raise ConfigError(f'{flag("data_root")}: split {split!r} of {cfg.data_root} has '
+                              'no usable persons')
+        report[split] = {'persons_used': len(records), 'persons_read': skipped.total,
+                         'skipped': dict(skipped.counts), 'boxes_clipped': skipped.clipped}
+        sets.append(SampleSet(records, cfg.view, cfg.prompt_id))
+    if is_main:
+        _write_json(os.path.join(output_dir, 'data_report.json'), report)
+    return sets[0], sets[1]
+
+
+def _prepare_output_dir(cfg: TrainConfig, is_main: bool) -> Optional[str]:
+    """Decide where to resume from; refuse to mix two runs in one folder."""
+    out = cfg.output_dir
+    checkpoints = list_checkpoints(out)
+    if cfg.resume not in ('auto', 'never'):
+        return cfg.resume
+    if checkpoints:
+        if cfg.resume == 'never':
+            raise ConfigError(f'{flag("output_dir")}: {out} already holds a run (checkpoints '
+                              f'up to step {checkpoints[-1][0]}); use another folder or '
+                              f'{flag("resume")} auto to continue it')
+        return checkpoints[-1][1]
+    if is_main:
+        os.makedirs(out, exist_ok=True)
+    return None
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Fine-tune, evaluate every epoch, keep the best epoch and write its bundle.
+
+    Returns:
+        A summary: best_epoch, best_map, bundle path, steps, history of epochs.
+
+    Raises:
+        ConfigError: for bad settings, a used output folder with ``--resume never``,
+            or a resumed run whose model-relevant config changed.
+        InputError: for a dataset with too many unusable persons.
+        AnswerTokensError: when answer tokens cannot be located.
+        ModelLoadError: when the base model or a checkpoint cannot be loaded.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+    from training.collate import EmotionCollator
+    from training.model import build_model
+
+    use_cuda = torch.cuda.is_available() and not cfg.cpu
+    accelerator = Accelerator(cpu=not use_cuda, mixed_precision=_mixed_precision(cfg, use_cuda))
+    is_main = accelerator.is_main_process
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    resume_from = _prepare_output_dir(cfg, is_main)
+    accelerator.wait_for_everyone()
+    if resume_from is not None:
+        with open(os.path.join(resume_from, STATE_FILE), encoding='utf-8') as f:
+            saved = json.load(f)
+        changed = _config_changes(saved.get('config', {}), cfg)
+        if changed:
+            raise ConfigError(f'{flag("resume")}: the checkpoint {resume_from} was trained with '
+                              f'other values of {[flag(c) for c in changed]}; use the same '
+                              f'settings or another {flag("output_dir")}')
+        if saved.get('finished') and os.path.isdir(os.path.join(cfg.output_dir,
+                                                                cfg.bundle_name)):
+            if is_main:
+                _LOG.info('run in %s already finished; bundle at %s', cfg.output_dir,
+                          os.path.join(cfg.output_dir, cfg.bundle_name))
+            return saved.get('summary', {})
+    set_seed(cfg.seed)
+    if is_main:
+        _write_json(os.path.join(cfg.output_dir, 'config.json'), cfg.to_dict())
+
+    train_set, eval_set = _load_data(cfg, cfg.output_dir, is_main)
+    model, processor = build_model(cfg, device=str(accelerator.device))
+    collator = EmotionCollator(processor, cfg.chat_template, cfg.max_seq_len)
+    sampler = EpochSampler(len(train_set), cfg.seed)
+    train_loader = DataLoader(train_set, batch_size=cfg.per_device_train_batch_size,
+                              sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers)
+    eval_loader = DataLoader(eval_set, batch_size=cfg.per_device_eval_batch_size,
+                             shuffle=False, collate_fn=collator, num_workers=cfg.num_workers)
+    optimizer = torch.optim.AdamW(model.parameter_groups(cfg), weight_decay=cfg.weight_decay)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader)
+    inner = accelerator.unwrap_model(model)
+
+    micro_per_epoch = len(train_loader)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.gradient_accumulation_steps))
+    total_steps = steps_per_epoch * cfg.num_epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    # Not prepared by Accelerate on purpose: it is stepped once per optimizer step here.
+    scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != 'constant'
+                              else 'constant_with_warmup', optimizer,
+                              num_warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
+                              num_training_steps=total_steps)
+
+    state: Dict[str, Any] = {'epoch': 0, 'step': 0, 'batches_in_epoch': 0, 'best_map': None,
+                             'best_epoch': None, 'history': [], 'finished': False}
+    if resume_from is not None:
+        state.update(load_checkpoint(resume_from, inner, optimizer, scheduler))
+        if is_main:
+            _LOG.info('resumed from %s: epoch %d, step %d, %d batches into the epoch',
+                      resume_from, state['epoch'], state['step'], state['batches_in_epoch'])
+        set_seed(cfg.seed + state['step'], device_specific=True)
+    logger = MetricsLogger(cfg.output_dir, is_main,
+                           state['step'] if resume_from is not None else None)
+    if is_main:
+        _LOG.info('training %d persons (%d per process per micro-batch, %d processes), '
+                  'validating on %d; %d optimizer steps', len(train_set),
+                  cfg.per_device_train_batch_size, accelerator.num_processes, len(eval_set),
+                  total_steps)
+
+    def checkpoint() -> None:
+        """Save a resumable checkpoint (rank 0) with all ranks in step."""
+        accelerator.wait_for_everyone()
+        if is_main:
+            state['config'] = cfg.to_dict()
+            save_checkpoint(cfg.output_dir, inner, optimizer, scheduler, state,
+                            cfg.save_total_limit)
+        accelerator.wait_for_everyone()
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    window: Dict[str, float] = {}
+    window_n = 0
+    t_start = time.time()
+    samples_seen = 0
+    stop = state['step'] >= total_steps
+    model.train()
+    for epoch in range(state['epoch'], cfg.num_epochs):
+        if stop:
+            break
+        sampler.set_epoch(epoch)
+        skip = state['batches_in_epoch'] if epoch == state['epoch'] else 0
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        bar = tqdm(total=steps_per_epoch, initial=skip // cfg.gradient_accumulation_steps,
+                   desc=f'epoch {epoch + 1}/{cfg.num_epochs}', dynamic_ncols=True,
+                   disable=not (cfg.progress and is_main))
+        state['batches_in_epoch'] = skip
+        accum = 0
+        for batch in loader:
+            accum += 1
+            state['batches_in_epoch'] += 1
+            last_of_epoch = state['batches_in_epoch'] == micro_per_epoch
+            will_step = accum == cfg.gradient_accumulation_steps or last_of_epoch
+            # Gradients are all-reduced only on the micro-batch that steps.
+            with contextlib.nullcontext() if will_step else accelerator.no_sync(model):
+                out = model(**batch)
+                accelerator.backward(out['loss'] / cfg.gradient_accumulation_steps)
+            samples_seen += batch['input_ids'].shape[0] * accelerator.num_processes
+            for key in ('loss', 'lm_loss', 'cls_loss', 'vad_loss'):
+                window[key] = window.get(key, 0.0) + float(out[key].detach())
+            window_n += 1
+            if not will_step:
+                continue
+            accum = 0
+            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm) \
+                if cfg.max_grad_norm > 0 else torch.zeros(())
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state['step'] += 1
+            bar.update(1)
+            if state['step'] % cfg.logging_steps == 0 or last_of_epoch:
+                means = accelerator.reduce(torch.tensor(
+                    [window[k] / max(window_n, 1) for k in ('loss', 'lm_loss', 'cls_loss',
+                                                            'vad_loss')],
+                    device=accelerator.device), 'mean').tolist()
+                elapsed = time.time() - t_start
+                row = {'step': state['step'],
+                       'epoch': epoch + state['batches_in_epoch'] / micro_per_epoch,
+                       'lr': scheduler.get_last_lr()[0], 'loss': means[0], 'lm_loss': means[1],
+                       'cls_loss': means[2], 'vad_loss': means[3],
+                       'grad_norm': float(grad_norm), 'samples_per_s': samples_seen / elapsed,
+                       'elapsed_s': elapsed}
+                logger.log('train', row)
+                bar.set_postfix(loss=f'{means[0]:.3f}', lr=f'{row["lr"]:.2e}')
+                window, window_n = {}, 0
+            if state['step'] >= total_steps:
+                stop = True
+            if state['step'] % cfg.save_steps == 0 and not last_of_epoch and not stop:
+                checkpoint()
+            if stop:
+                break
+        bar.close()
+        finished_epoch = state['batches_in_epoch'] >= micro_per_epoch
+        # Evaluate after every full epoch, and once at the end of a max_steps run.
+        result = evaluate_loader(model, eval_loader, accelerator, cfg.progress)
+        metrics = split_metrics(result, cfg.with_vad)
+        epoch_done = epoch + 1 if finished_epoch else epoch + state['batches_in_epoch'] / \
+            micro_per_epoch
+        is_best = state['best_map'] is None or (
+            not math.isnan(metrics['map']) and metrics['map'] > state['best_map'])
+        if is_best:
+            state['best_map'] = metrics['map']
+            state['best_epoch'] = epoch_done
+            if is_main:
+                _save_best(cfg.output_dir, inner, metrics, epoch_done, state['step'])
+        vad_mean = metrics.get('vad_mae', {}).get('mean', math.nan)
+        summary_row = {'epoch': epoch_done, 'step': state['step'], 'val_map': metrics['map'],
+                       'val_vad_mae': vad_mean, 'val_lm_loss': metrics['lm_loss'],
+                       'is_best': int(is_best)}
+        state['history'].append(summary_row)
+        logger.log('eval', {**summary_row, 'per_category_ap': metrics['per_category_ap'],
+                            'vad_mae': metrics.get('vad_mae')})
+        if is_main:
+            _LOG.info('epoch %s: validation mAP %.4f%s, VAD MAE %.3f, answer loss %.4f',
+                      f'{epoch_done:g}', metrics['map'], ' (best)' if is_best else '',
+                      vad_mean, metrics['lm_loss'])
+            _plot_curves(cfg.output_dir)
+        if finished_epoch:
+            state['epoch'] = epoch + 1
+            state['batches_in_epoch'] = 0
+        checkpoint()
+
+    summary = _finish(cfg, accelerator, inner, processor, state)
+    state['finished'] = True
+    state['summary'] = summary
+    checkpoint()
+    return summary
+
+
+def _save_best(output_dir: str, model: Any, metrics: Dict[str, Any], epoch: float,
+               step: int) -> None:
+    from safetensors.torch import save_file
+    folder = os.path.join(output_dir, BEST_DIR)
+    tmp = folder + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file({k: v.contiguous() for k, v in model.trainable_state_dict().items()},
+              os.path.join(tmp, TRAINABLE_FILE))
+    _write_json(os.path.join(tmp, 'metrics.json'), {'epoch': epoch, 'step': step, **metrics})
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(tmp, folder)
+
+
+def _finish(cfg: TrainConfig, accelerator: Any, model: Any, processor: Any,
+            state: Dict[str, Any]) -> Dict[str, Any]:
+    """Load the best epoch's weights and write the bundle (main process)."""
+    from safetensors.torch import load_file
+    from emotion_ros.bundle import save_bundle
+    from training.model import bundle_info, write_bundle_files
+    accelerator.wait_for_everyone()
+    bundle_path = os.path.join(cfg.output_dir, cfg.bundle_name)
+    best_dir = os.path.join(cfg.output_dir, BEST_DIR)
+    with open(os.path.join(best_dir, 'metrics.json'), encoding='utf-8') as f:
+        best = json.load(f)
+    summary = {'best_epoch': best['epoch'], 'best_map': best['map'], 'steps': state['step'],
+               'bundle': os.path.abspath(bundle_path), 'history': state['history']}
+    if accelerator.is_main_process:
+        model.load_trainable_state_dict(load_file(os.path.join(best_dir, TRAINABLE_FILE)))
+        metrics = {'split': cfg.eval_split, 'epoch': best['epoch'], 'map': best['map'],
+                   'per_category_ap': best['per_category_ap'],
+                   'vad_mae': best.get('vad_mae'), 'lm_loss': best['lm_loss'],
+                   'persons': best['persons']}
+        info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(cfg.output_dir)),
+                           metrics=metrics, thresholds=best['thresholds'])
+        save_bundle(bundle_path, info,
+                    lambda folder: write_bundle_files(model, processor, folder, info),
+                    overwrite=True)
+        _LOG.info('best epoch %s (validation mAP %.4f); bundle written to %s', best['epoch'],
+                  best['map'], bundle_path)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def add_train_arguments(parser: Any) -> None:
+    """Arguments of ``python -m training train`` (one flag per TrainConfig field)."""
+    parser.description = ('Fine-tune LLaVA with LoRA and a score head on EMOTIC (or the '
+                          'synthetic set / your JSONL data). Defaults: the LLaVA-1.5 LoRA '
+                          'recipe. For several GPUs/nodes start it with accelerate launch or '
+                          'torchrun (docs/training.md).')
+    add_config_arguments(parser)
+    parser.add_argument('--print-config', action='store_true',
+                        help='print the resolved configuration as YAML and exit')
+
+
+def run_train(args: Any) -> int:
+    """Run ``python -m training train`` from parsed arguments."""
+    cfg = config_from_args(args)
+    if args.print_config:
+        import yaml
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end='')
+        return 0
+    summary = train(cfg)
+    if summary:
+        print(json.dumps({k: v for k, v in summary.items() if k != 'history'}, indent=2))
+    return 0
+
+
+def train_from_argv(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Parse flags and train (for scripts and tests)."""
+    from training.config import parse_train_args
+    return train(parse_train_args(argv))
+
+
+__all__ = ['EpochSampler', 'MetricsLogger', 'add_train_arguments', 'evaluate_loader',
+           'list_checkpoints', 'run_train', 'split_metrics', 'train', 'train_from_argv']
+
+
+# ---------------------------------------------------------------------------------------------
+# Export.
+
+
+def add_export_arguments(parser: Any) -> None:
+    """Arguments of ``python -m training export``."""
+    parser.description = ('Write a weights bundle from a training run (its best epoch or a '
+                          'checkpoint), or merge the LoRA adapter of a bundle into the base '
+                          'weights for deployment.')
+    parser.add_argument('source', help='a run folder (output_dir of train) or a bundle folder')
+    parser.add_argument('out', help='bundle folder to create')
+    parser.add_argument('--checkpoint', default='best',
+                        help="from a run: 'best' (default), 'latest', or a checkpoint folder")
+    parser.add_argument('--merge', action='store_true',
+                        help='fold the LoRA adapter into the base weights (a full model copy, '
+                             'loads without peft)')
+    parser.add_argument('--base-model', default='',
+                        help='where to load the base model from (default: the recorded one)')
+    parser.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float16', 'float32'),
+                        help='weights dtype of a merged bundle (default bfloat16)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing bundle')
+
+
+def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str = '',
+               overwrite: bool = False) -> Dict[str, Any]:
+    """Write a LoRA bundle from a training run's best epoch or one of its checkpoints.
+
+    Raises:
+        ConfigError: for a folder that is not a run, or an existing ``out``.
+        ModelLoadError: when the weights do not fit the model.
+    """
+    from safetensors.torch import load_file
+    from emotion_ros.bundle import save_bundle
+    from training.config import config_from_mapping
+    from training.model import build_model, bundle_info, write_bundle_files
+    config_path = os.path.join(run_dir, 'config.json')
+    if not os.path.isfile(config_path):
+        raise ConfigError(f'{run_dir} is neither a bundle (manifest.json) nor a training run '
+                          '(config.json)')
+    if os.path.exists(out) and not overwrite:
+        raise ConfigError(f'{out} already exists; pass --overwrite to replace it')
+    with open(config_path, encoding='utf-8') as f:
+        values = json.load(f)
+    if base_model:
+        values['base_model'] = base_model
+    values['resume'] = 'auto'
+    cfg = config_from_mapping(values)
+    metrics: Dict[str, Any] = {}
+    thresholds: Dict[str, float] = {}
+    if checkpoint == 'best':
+        folder = os.path.join(run_dir, BEST_DIR)
+        with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
+            best = json.load(f)
+        thresholds = best.get('thresholds', {})
+        keys = ('epoch', 'map', 'per_category_ap', 'vad_mae', 'lm_loss', 'persons')
+        metrics = {k: best.get(k) for k in keys}
+        metrics['split'] = cfg.eval_split
+    elif checkpoint == 'latest':
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise ConfigError(f'--checkpoint latest: {run_dir} has no checkpoints')
+        folder = found[-1][1]
+    else:
+        folder = checkpoint
+    if not os.path.isfile(os.path.join(folder, TRAINABLE_FILE)):
+        raise ConfigError(f'--checkpoint: {folder} holds no {TRAINABLE_FILE}')
+    model, processor = build_model(cfg.replace(gradient_checkpointing=False))
+    model.load_trainable_state_dict(load_file(os.path.join(folder, TRAINABLE_FILE)))
+    info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)), metrics=metrics,
+                       thresholds=thresholds)
+    return save_bundle(out, info, lambda d: write_bundle_files(model, processor, d, info),
+                       overwrite=overwrite)
+
+
+def run_export(args: Any) -> int:
+    """Run ``python -m training export`` from parsed arguments."""
+    from emotion_ros.bundle import MANIFEST_NAME, merge_adapter
+    source_is_bundle = os.path.isfile(os.path.join(args.source, MANIFEST_NAME))
+    if source_is_bundle:
+        if not args.merge:
+            raise ConfigError(f'{args.source} is already a bundle; add --merge to merge its '
+                              'adapter, or copy the folder')
+        manifest = merge_adapter(args.source, args.out, base_model=args.base_model or None,
+                                 dtype=args.dtype, overwrite=args.overwrite)
+    elif args.merge:
+        tmp = args.out.rstrip('/') + '.lora-tmp'
+        export_run(args.source, tmp, args.checkpoint, args.base_model, overwrite=True)
+        try:
+            manifest = merge_adapter(tmp, args.out, base_model=args.base_model or None,
+                                     dtype=args.dtype, overwrite=args.overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        manifest = export_run(args.source, args.out, args.checkpoint, args.base_model,
+                              args.overwrite)
+    print(f'wrote {manifest["adapter_type"]} bundle {os.path.abspath(args.out)} '
+          f'(base model {manifest["base_model"]}, contract {manifest["contract_version"]})')
+    return 0
