@@ -4,6 +4,7 @@ refuses a bundle trained for another base model."""
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from emotion_ros_msgs.msg import PersonEmotionArray
@@ -64,8 +65,8 @@ def test_llava_backend_in_perception_node(start_node, ros_node, tiny_bundle):
     assert 1.0 <= person.valence <= 10.0 and 1.0 <= person.arousal <= 10.0
 
     explain = node.create_client(ExplainPerson, 'explain_person')
-    answer = call(ros_node, explain, ExplainPerson.Request(track_id=person.track_id,
-                                                          max_new_tokens=8))
+    request = ExplainPerson.Request(track_id=person.track_id, max_new_tokens=8)
+    answer = call(ros_node, explain, request)
     assert answer.success, answer.message
     assert isinstance(answer.explanation, str)
     missing = call(ros_node, explain, ExplainPerson.Request(track_id=9999))
@@ -82,7 +83,7 @@ def test_llava_backend_in_perception_node(start_node, ros_node, tiny_bundle):
 def test_mismatched_bundle_is_refused_by_name(start_node, tiny_bundle):
     """A bundle for another base model: configure fails naming both models; the node lives."""
     base, bundle, other = tiny_bundle
-    manifest = json.loads((__import__('pathlib').Path(bundle) / 'manifest.json').read_text())
+    manifest = json.loads((Path(bundle) / 'manifest.json').read_text())
     assert manifest['contract_version']
     proc = start_node('perception_node', *params(
         'autostart:=true', 'emotion.backend:=llava', f'emotion.llava.bundle_path:={bundle}',
