@@ -1,4 +1,4 @@
-"""The code follows the ament_flake8 defaults (99 columns, single quotes), as ament lint tests do."""
+"""The code follows the ament_flake8 defaults (99 columns, single quotes), like ament lint."""
 
 import subprocess
 import sys
