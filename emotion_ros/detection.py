@@ -34,6 +34,7 @@ import numpy as np
 
 from emotion_ros.config import field
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
+from emotion_ros.geometry import iou_matrix  # noqa: F401 (also re-exported)
 from emotion_ros.types import Box, Detection
 
 _LOG = logging.getLogger(__name__)
@@ -91,21 +92,6 @@ class DetectorConfig:
 
 # ---------------------------------------------------------------------------
 # Box helpers
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two arrays of boxes (N x 4 and M x 4, x_min y_min x_max y_max)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> List[int]:

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from emotion_ros.config import field
+from emotion_ros.geometry import iou_matrix
 from emotion_ros.errors import InputError
 from emotion_ros.types import Box, Detection
 
@@ -65,18 +66,6 @@ class _State:
         if not use_velocity:
             return self.box
         return self.box + self.velocity * max(0.0, stamp - self.last_seen)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 class PersonTracker:
@@ -141,7 +130,7 @@ class PersonTracker:
         matched_state: List[Optional[_State]] = [None] * len(detections)
         if states and len(detections):
             predicted = np.stack([s.predict(stamp, self.cfg.use_velocity) for s in states])
-            iou = _iou(boxes, predicted)
+            iou = iou_matrix(boxes, predicted)
             from scipy.optimize import linear_sum_assignment
 
             rows, cols = linear_sum_assignment(-iou)

@@ -6,31 +6,13 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from emotion_ros.geometry import iou_matrix
 from emotion_ros.types import Box
 
 
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two ``(x_min, y_min, x_max, y_max)`` boxes."""
     return float(iou_matrix([a], [b])[0, 0])
-
-
-def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    """Compute the IoU of every box in ``a`` (rows) with every box in ``b`` (columns)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), dtype=np.float64)
-    pa = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    pb = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    x0 = np.maximum(pa[:, None, 0], pb[None, :, 0])
-    y0 = np.maximum(pa[:, None, 1], pb[None, :, 1])
-    x1 = np.minimum(pa[:, None, 2], pb[None, :, 2])
-    y1 = np.minimum(pa[:, None, 3], pb[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = np.clip(pa[:, 2] - pa[:, 0], 0, None) * np.clip(pa[:, 3] - pa[:, 1], 0, None)
-    area_b = np.clip(pb[:, 2] - pb[:, 0], 0, None) * np.clip(pb[:, 3] - pb[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide='ignore', invalid='ignore'):
-        out = np.where(union > 0, inter / union, 0.0)
-    return out
 
 
 def match_boxes(predicted: Sequence[Box], labelled: Sequence[Box],
