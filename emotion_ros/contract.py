@@ -96,6 +96,10 @@ PROMPTS: Dict[str, PromptTemplate] = {
 }
 DEFAULT_PROMPT_ID = 'emotic_vad_v1'
 
+# Every answer starts with this text; the score head reads the hidden state right after it,
+# so the robot scores with one forward pass over prompt + SCORE_PRIMER (no generation).
+SCORE_PRIMER = 'Emotions:'
+
 # How the person is shown to the model.
 PERSON_VIEWS = ('box', 'crop')  # box drawn on the whole image (poster) or a crop
 BOX_COLOR_RGB = (255, 0, 0)
@@ -115,7 +119,7 @@ def format_answer(categories: Sequence[str], vad: Optional[Sequence[float]] = No
     if unknown:
         raise ValueError(f'unknown EMOTIC categories: {unknown}')
     ordered = sorted(set(categories), key=CATEGORY_INDEX.__getitem__)
-    text = 'Emotions: ' + (', '.join(ordered) if ordered else 'none') + '.'
+    text = f'{SCORE_PRIMER} ' + (', '.join(ordered) if ordered else 'none') + '.'
     if vad is not None:
         if len(vad) != 3:
             raise ValueError(f'VAD needs 3 values, got {len(vad)}')

@@ -39,7 +39,7 @@ import numpy as np
 from emotion_ros.backends.base import EmotionBackend
 from emotion_ros.config import field
 from emotion_ros.contract import CATEGORIES, DEFAULT_PROMPT_ID, NUM_CATEGORIES, PROMPTS, VAD_MAX
-from emotion_ros.contract import VAD_MIN
+from emotion_ros.contract import SCORE_PRIMER, VAD_MIN
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.types import Box, EmotionOutput
 
@@ -78,10 +78,9 @@ CHAT_TEMPLATES: Dict[str, ChatTemplate] = {
 DEFAULT_CHAT_TEMPLATE = 'llava-1.5'
 
 
-# Every answer of the contract starts with this (``format_answer``); the score
-# head reads the hidden state right after it, where the language model decides
-# which emotion to name first, so the text loss and the head pull together.
-SCORE_PRIMER = 'Emotions:'
+# SCORE_PRIMER (contract): every answer starts with it; the score head reads the
+# hidden state right after it, where the language model decides which emotion to
+# name first, so the text loss and the head pull together.
 
 
 def render_prompt(template_id: str, question: str) -> str:
