@@ -30,7 +30,7 @@ class PerceptionNodeConfig:
         False, 'Configure and activate on start-up (for use without a lifecycle manager).')
     publish_debug_image: bool = field(
         False, "Publish an annotated image on 'debug_image' (costs CPU).")
-    explain_alerts: bool = field(
+    explain_all_persons: bool = field(
         False, 'Generate a text explanation for every person in every processed frame '
         '(llava backend only; slow). The explain service works regardless.')
     explanation_max_new_tokens: int = field(

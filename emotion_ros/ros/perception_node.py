@@ -168,7 +168,7 @@ class PerceptionNode(LifecycleNode):
             self.bad_inputs.report('pipeline', str(exc))
             return
         result.timings_ms['decode'] = decode_ms
-        if self.config.explain_alerts and self.pipeline.backend.can_explain:
+        if self.config.explain_all_persons and self.pipeline.backend.can_explain:
             for person in result.persons:
                 person.emotion.explanation = self.pipeline.backend.explain(
                     rgb, person.box, self.config.explanation_max_new_tokens)
