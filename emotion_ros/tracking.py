@@ -30,7 +30,9 @@ class TrackerConfig:
 
     iou_threshold: float = field(0.3, "Minimum IoU between a detection and a track's predicted "
                                  'box to continue that track', min=0.0, max=1.0)
-    max_missed_s: float = field(1.0, 'A track not seen for longer than this (seconds) is '
+    # 2 s: at the 2-5 processed frames per second of a CPU robot, a busy moment that skips
+    # a few frames must not hand everyone new ids.
+    max_missed_s: float = field(2.0, 'A track not seen for longer than this (seconds) is '
                                 'dropped; a person seen again later gets a new id', min=0.0,
                                 max=3600.0)
     min_hits: int = field(1, 'Detections needed before a track is reported (1: at once)',
