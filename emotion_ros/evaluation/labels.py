@@ -271,10 +271,8 @@ def _check_keys(entry: Mapping[str, Any], allowed: Sequence[str], where: str) ->
         raise _error(where, f'unknown keys {unknown}; allowed: {list(allowed)}')
 
 
-def _parse_span(entry: Any, where: str) -> Span:
-    if not isinstance(entry, Mapping):
-        raise _error(where, f'a span is a mapping with start, end and box or track, got {entry!r}')
-    _check_keys(entry, ('start', 'end', 'box', 'track', 'categories', 'vad', 'note'), where)
+def _parse_interval(entry: Mapping, where: str) -> Tuple[float, float]:
+    """The required ``start`` < ``end`` of a span or episode, in seconds."""
     for key in ('start', 'end'):
         if key not in entry:
             raise _error(where, f'missing {key!r}')
@@ -282,6 +280,14 @@ def _parse_span(entry: Any, where: str) -> Span:
     end = parse_time(entry['end'], f'{where}.end')
     if not end > start:
         raise _error(where, f'end ({end}) must be after start ({start})')
+    return start, end
+
+
+def _parse_span(entry: Any, where: str) -> Span:
+    if not isinstance(entry, Mapping):
+        raise _error(where, f'a span is a mapping with start, end and box or track, got {entry!r}')
+    _check_keys(entry, ('start', 'end', 'box', 'track', 'categories', 'vad', 'note'), where)
+    start, end = _parse_interval(entry, where)
     if ('box' in entry) == ('track' in entry):
         raise _error(where, 'give either box (constant) or track (keyframes), not both or none')
     if 'box' in entry:
@@ -362,13 +368,7 @@ def labels_from_dict(data: Any, source: str = 'labels') -> Labels:
         if not isinstance(entry, Mapping):
             raise _error(where, f'an episode is a mapping with start, end, person, got {entry!r}')
         _check_keys(entry, ('start', 'end', 'person', 'note'), where)
-        for key in ('start', 'end'):
-            if key not in entry:
-                raise _error(where, f'missing {key!r}')
-        start = parse_time(entry['start'], f'{where}.start')
-        end = parse_time(entry['end'], f'{where}.end')
-        if not end > start:
-            raise _error(where, f'end ({end}) must be after start ({start})')
+        start, end = _parse_interval(entry, where)
         person = entry.get('person')
         if person is not None:
             person = str(person)

@@ -164,8 +164,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def run_node(factory) -> None:
-    """Spin a node built by ``factory`` with a multi-threaded executor; exit 2 on bad config."""
+def run_node(factory, num_threads: int = 2, before_spin=None) -> None:
+    """Spin a node built by ``factory`` with a multi-threaded executor; exit 2 on bad config.
+
+    ``before_spin(node)`` runs once the node is in the executor (e.g. lifecycle autostart).
+    """
     rclpy.init()
     try:
         node = factory()
@@ -173,9 +176,11 @@ def run_node(factory) -> None:
         rclpy.logging.get_logger('emotion_ros').fatal(f'{factory.__name__} cannot start: {exc}')
         rclpy.try_shutdown()
         sys.exit(2)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = MultiThreadedExecutor(num_threads=num_threads)
     executor.add_node(node)
     try:
+        if before_spin is not None:
+            before_spin(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -11,12 +11,10 @@ import threading
 import time
 from typing import Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from emotion_ros_msgs.msg import PersonEmotionArray
 from emotion_ros_msgs.srv import ExplainPerson
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -25,7 +23,7 @@ from emotion_ros.node_config import PerceptionNodeConfig
 from emotion_ros.pipeline import PerceptionPipeline
 from emotion_ros.ros import conversions
 from emotion_ros.ros.node_utils import (BadInputLog, declare_config, Diagnostics, RateMeter,
-                                        reliability_qos, reload_config)
+                                        reliability_qos, reload_config, run_node)
 from emotion_ros.visualize import draw_persons
 
 
@@ -210,22 +208,15 @@ class PerceptionNode(LifecycleNode):
         self.diagnostics.publish(values, level, self._state, self.bad_inputs)
 
 
+def _autostart(node: PerceptionNode) -> None:
+    if node.get_parameter('autostart').value is True:
+        if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            node.trigger_activate()
+
+
 def main(args=None) -> None:
     """Run the perception node (configures and activates itself when autostart is set)."""
-    rclpy.init(args=args)
-    node = PerceptionNode()
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        if node.get_parameter('autostart').value is True:
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PerceptionNode, num_threads=3, before_spin=_autostart)
 
 
 if __name__ == '__main__':
