@@ -71,7 +71,7 @@ class MicrophoneNode(Node):
 
 def main(args=None) -> None:
     """Run the microphone node."""
-    run_node(MicrophoneNode)
+    run_node(MicrophoneNode, args=args)
 
 
 if __name__ == '__main__':
