@@ -1,14 +1,34 @@
-"""Distress fusion: per-track evidence over time -> distress alerts (no ROS).
+"""Distress fusion: person estimates + audio cues + transcripts -> incidents and alerts (no ROS).
 
-Visual evidence per person is the strongest of (a) weighted scores of the
-distress-related EMOTIC categories and (b) low valence. Audio evidence is a
-spoken call for help (held for ``help_hold_s``) or the scream cue. Scores are
-smoothed per track with an exponential moving average (time constant
-``smoothing_tau_s``, so single-frame glitches do not alert), and alerts obey
-hysteresis (raise above ``watch_threshold``, re-arm only after falling below
-``clear_threshold``) and a per-track cooldown (no alert storms). Audio is
-attributed to the visible person with the highest visual score; with nobody
-visible it raises an audio-only alert (track 0).
+Evidence
+    Visual evidence of one estimate is the strongest of (a) weighted scores
+    of the distress-related EMOTIC categories and (b) low valence, times the
+    ``evidence_weight`` its backend declares (the light 7-class face model
+    cannot tell a neutral face from a sad one: it declares 0.55, so alone it
+    never gets past WATCH). It is smoothed per track (``smoothing_tau_s``);
+    while the face is not visible it fades with ``visual_fade_s``. Audio
+    evidence is a call for help (AudioCues or Transcript, held for
+    ``help_hold_s``) or a scream cue at or above ``scream_threshold``.
+    Visual and audio evidence agreeing is stronger than either alone.
+
+Incidents
+    One incident per person in distress, with a stable id. A track with
+    evidence at WATCH creates one; a track that is re-acquired, another
+    camera's track of the same person, or a call for help overlapping in
+    time joins the existing incident (by 3D position when both are known in
+    the same frame, else by camera, image region and time). An alert is
+    returned when an incident is created or its level rises (at once, no
+    cooldown). Going above WATCH needs ``min_evidence_s`` of evidence at
+    WATCH or more, unless a call for help was heard. Operators acknowledge,
+    confirm, reject or resolve incidents; a rejected person does not re-alert
+    for ``reject_hold_s``. Incidents go STALE without evidence for
+    ``stale_after_s`` and are resolved after ``expire_s`` without evidence or
+    ``clear_after_s`` of calm evidence.
+
+Time
+    Every message's stamp goes through a TimeGuard: a clock step back of one
+    source resets that source's state and the internal time line continues;
+    stamps far in the future are rejected and counted.
 """
 
 from __future__ import annotations
@@ -22,7 +42,10 @@ import numpy as np
 from emotion_ros.config import field
 from emotion_ros.contract import CATEGORY_INDEX, DISTRESS_CATEGORIES, vad_to_word
 from emotion_ros.errors import ConfigError
-from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate
+from emotion_ros.incidents import (ACKNOWLEDGED, COMMANDS, CONFIRMED, ESCALATED, Incident, NEW,
+                                   REJECTED, RESOLVED, STALE, STATE_NAMES, TimeGuard, UPDATED)
+from emotion_ros.types import (Alert, AudioCueResult, FrameResult, LEVEL_DISTRESS,
+                               LEVEL_EMERGENCY, LEVEL_WATCH, PersonEstimate, Transcript)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,34 +60,86 @@ class FusionConfig:
     valence_weight: float = field(
         0.8, 'Weight of low valence: valence 1 gives this much evidence, valence >= 5.5 none.',
         min=0.0, max=1.0)
+    default_evidence_weight: float = field(
+        1.0, 'Weight of visual evidence from estimates whose backend declares none '
+        '(PersonEmotion.evidence_weight 0).', min=0.0, max=1.0)
     min_detection_confidence: float = field(
         0.3, 'Persons detected with less confidence are ignored.', min=0.0, max=1.0)
     smoothing_tau_s: float = field(
-        0.7, 'Time constant (s) of the per-track moving average of the evidence.', positive=True)
+        0.7, 'Time constant (s) of the per-track moving average of the visual evidence.',
+        positive=True)
+    visual_fade_s: float = field(
+        2.0, 'While a person is seen without a face, their visual evidence fades with this '
+        'time constant (s) instead of being kept.', positive=True)
     watch_threshold: float = field(
-        0.45, 'Smoothed score that raises a WATCH alert (and arms hysteresis).', min=0.0, max=1.0)
+        0.45, 'Score at which a person gets an incident at WATCH.', min=0.0, max=1.0)
     distress_threshold: float = field(
-        0.6, 'Smoothed score for a DISTRESS alert.', min=0.0, max=1.0)
+        0.6, 'Score for DISTRESS (after min_evidence_s of evidence).', min=0.0, max=1.0)
     emergency_threshold: float = field(
-        0.8, 'Smoothed score for an EMERGENCY alert.', min=0.0, max=1.0)
+        0.8, 'Score for EMERGENCY (after min_evidence_s of evidence).', min=0.0, max=1.0)
     clear_threshold: float = field(
-        0.3, 'A track re-arms only after its score falls below this (hysteresis).',
+        0.3, 'Below this score an incident counts as calm (see clear_after_s).',
         min=0.0, max=1.0)
+    min_evidence_s: float = field(
+        1.0, 'Evidence at WATCH or more needed for this long before an incident goes above '
+        'WATCH (a call for help needs none).', min=0.0)
+    corroboration_boost: float = field(
+        0.5, 'When visual and audio evidence both exceed 0.3, the score gains this fraction of '
+        'the weaker one.', min=0.0, max=1.0)
     cooldown_s: float = field(
-        10.0, 'Minimum time between two alerts of the same track unless the level rises.',
+        0.0, 'Re-announce an open, unacknowledged incident at DISTRESS or above (a new alert at '
+        'the same level) at most this often; 0: alerts only on creation and escalation.',
         min=0.0)
     help_weight: float = field(
-        1.0, 'Evidence a spoken call for help gives (1: alerts at once).',
-        min=0.0, max=1.0)
+        1.0, 'Evidence a spoken call for help gives.', min=0.0, max=1.0)
     help_hold_s: float = field(
         3.0, 'How long (s) a heard call for help keeps counting as evidence.', min=0.0)
     scream_weight: float = field(
         0.8, 'Weight of the scream/cry cue.', min=0.0, max=1.0)
+    scream_threshold: float = field(
+        0.5, 'scream_score of AudioCues at or above which the scream cue counts as evidence '
+        '(below it: none).', min=0.0, max=1.0)
     audio_attach_s: float = field(
         1.5, 'A person seen within this many seconds counts as visible for audio attribution.',
         min=0.0)
+    help_join_s: float = field(
+        10.0, 'A call for help with nobody visible joins the incident seen within this many '
+        'seconds instead of opening an audio-only one.', min=0.0)
+    audio_person_join_s: float = field(
+        6.0, "A person appearing within this many seconds of an audio-only incident's call "
+        'joins it.', min=0.0)
+    association_distance_m: float = field(
+        1.0, "A track whose 3D position is this close to an incident's (same frame) joins it.",
+        positive=True)
+    reacquire_s: float = field(
+        10.0, 'A new track of the same camera joins an incident seen there within this many '
+        'seconds when it appears in the same image region.', min=0.0)
+    region_match: float = field(
+        0.35, 'Same image region: box centres closer than this fraction of the image width.',
+        min=0.0, max=1.0)
     track_timeout_s: float = field(
         5.0, 'Forget a track after this long without estimates.', positive=True)
+    stale_after_s: float = field(
+        10.0, 'An incident without new evidence for this long becomes STALE.', positive=True)
+    expire_s: float = field(
+        120.0, 'A STALE incident is resolved after this long without evidence.', positive=True)
+    clear_after_s: float = field(
+        30.0, 'An incident whose person is seen calm (score below clear_threshold) for this '
+        'long is resolved (cleared).', positive=True)
+    reject_hold_s: float = field(
+        300.0, "A rejected incident keeps absorbing its person's evidence (no new alerts) for "
+        'this long before it is closed.', min=0.0)
+    closed_keep_s: float = field(
+        30.0, 'Resolved incidents stay in the incident list this long (so listeners see the '
+        'final state).', min=0.0)
+    max_open_incidents: int = field(
+        100, 'At most this many open incidents; the oldest calm one is closed beyond.', min=1)
+    clock_step_tolerance_s: float = field(
+        0.5, "A stamp this much older than its source's previous one is a clock step back "
+        "(counted, that source's state reset).", positive=True)
+    max_future_s: float = field(
+        10.0, 'Stamps more than this far ahead of the clock (or of the newest stamp) are '
+        'rejected as bad input.', positive=True)
 
     def validate(self) -> None:
         """Cross-check fields; raise ConfigError naming the parameter."""
@@ -81,39 +156,69 @@ class FusionConfig:
                 'thresholds: need clear_threshold < watch_threshold <= distress_threshold '
                 f'<= emergency_threshold, got {self.clear_threshold}, {self.watch_threshold}, '
                 f'{self.distress_threshold}, {self.emergency_threshold}')
+        if self.expire_s < self.stale_after_s:
+            raise ConfigError(f'expire_s: must be >= stale_after_s ({self.stale_after_s}), '
+                              f'got {self.expire_s}')
 
 
 @dataclasses.dataclass
-class _TrackState:
+class _Track:
+    key: Tuple[str, int]
     score: float = 0.0
-    stamp: float = -math.inf
-    armed: bool = True
-    last_alert_stamp: float = -math.inf
-    last_alert_level: int = 0
-    person: Optional[PersonEstimate] = None
     visual: float = 0.0
-    visual_reasons: List[str] = dataclasses.field(default_factory=list)
-    last_seen: float = -math.inf
+    reasons: List[str] = dataclasses.field(default_factory=list)
+    seen_t: float = -math.inf
+    first_t: float = -math.inf
+    person: Optional[PersonEstimate] = None
+    stamp: float = 0.0
+    frame_id: str = ''
+    width: int = 0
+    incident: Optional[int] = None
+    face_t: float = -math.inf
+
+
+@dataclasses.dataclass
+class _Audio:
+    cues: Optional[AudioCueResult] = None
+    cues_t: float = -math.inf
+    help_until_t: float = -math.inf
+    help_words: List[str] = dataclasses.field(default_factory=list)
+    target: Optional[int] = None   # incident the current call/scream is attributed to
+    transcript: Optional[Transcript] = None
+    frame_id: str = ''
+    stamp: float = 0.0
 
 
 class DistressFusion:
-    """Turns per-frame person estimates and audio cues into distress alerts."""
+    """Turns person estimates, audio cues and transcripts into incidents and alerts."""
 
     def __init__(self, config: FusionConfig) -> None:
         self.config = config
         self._indices = [CATEGORY_INDEX[c] for c in config.distress_categories]
         self._weights = np.asarray(config.category_weights, dtype=np.float32)
-        self._tracks: Dict[int, _TrackState] = {}
-        self._audio = _TrackState()  # track 0: audio evidence / audio-only alerts
-        self._audio_cues: Optional[AudioCueResult] = None
-        self._help_until = -math.inf
-        self._help_words: List[str] = []
-        self._audio_track = Alert.AUDIO_ONLY  # who the latest audio evidence is attributed to
+        self.clock = TimeGuard(config.clock_step_tolerance_s, config.max_future_s)
+        self._tracks: Dict[Tuple[str, int], _Track] = {}
+        self._audio: Dict[str, _Audio] = {}
+        self._incidents: Dict[int, Incident] = {}
+        self._next_id = 1
         self._now = -math.inf
+        self.changed = False  # set whenever an incident's state, level or evidence changed
+        self.counters: Dict[str, int] = {'incidents_created': 0, 'alerts': 0,
+                                         'suppressed_rejected': 0}
+
+    # ---------------------------------------------------------------- config
+    def reconfigure(self, config: FusionConfig) -> None:
+        """Swap in a new (validated) config; incidents, tracks and clocks are kept."""
+        config.validate()
+        self.config = config
+        self._indices = [CATEGORY_INDEX[c] for c in config.distress_categories]
+        self._weights = np.asarray(config.category_weights, dtype=np.float32)
+        self.clock.step_tolerance_s = config.clock_step_tolerance_s
+        self.clock.max_future_s = config.max_future_s
 
     # ----------------------------------------------------------------- evidence
     def visual_evidence(self, person: PersonEstimate) -> Tuple[float, List[str]]:
-        """Visual distress evidence in [0, 1] of one estimate, with reasons (strongest first)."""
+        """Weighted visual distress evidence in [0, 1] of one estimate, with reasons."""
         emotion = person.emotion
         terms: List[Tuple[float, str]] = []
         scores = emotion.scores[self._indices] * self._weights
@@ -132,132 +237,469 @@ class DistressFusion:
         reasons = [t[1] for t in terms[:3]]
         if terms and not math.isnan(arousal) and arousal >= 7:
             reasons.append(f'arousal {vad_to_word(arousal)} ({arousal:.1f})')
-        return (terms[0][0] if terms else 0.0), reasons
+        weight = person.evidence_weight if person.evidence_weight > 0 else \
+            self.config.default_evidence_weight
+        return (weight * terms[0][0] if terms else 0.0), reasons
 
-    def audio_evidence(self, stamp: float) -> Tuple[float, List[str]]:
-        """Audio distress evidence in [0, 1] at ``stamp``, with reasons."""
-        cues = self._audio_cues
-        terms: List[Tuple[float, str]] = []
-        if stamp <= self._help_until:
-            words = ', '.join(repr(w) for w in self._help_words) or "'help'"
-            terms.append((self.config.help_weight, f'spoken call for help ({words})'))
-        if cues is not None and cues.scream_score > 0:
-            weighted = self.config.scream_weight * cues.scream_score
-            if weighted > 0.05:
-                terms.append((weighted, f'scream/cry cue {cues.scream_score:.2f}'))
-        terms.sort(key=lambda t: -t[0])
-        return (terms[0][0] if terms else 0.0), [t[1] for t in terms]
+    def _audio_evidence(self, incident_id: int, t: float
+                        ) -> Tuple[float, List[str], bool, Optional[_Audio]]:
+        """(evidence, reasons, call for help held now, audio source) for one incident."""
+        best: Tuple[float, List[str], bool, Optional[_Audio]] = (0.0, [], False, None)
+        for audio in self._audio.values():
+            if audio.target != incident_id:
+                continue
+            terms: List[Tuple[float, str]] = []
+            help_now = t <= audio.help_until_t
+            if help_now:
+                words = ', '.join(repr(w) for w in audio.help_words) or "'help'"
+                terms.append((self.config.help_weight, f'spoken call for help ({words})'))
+            cues = audio.cues
+            if (cues is not None and t - audio.cues_t <= max(cues.window_s, 0.5) + 0.5
+                    and cues.scream_score >= self.config.scream_threshold):
+                terms.append((self.config.scream_weight * cues.scream_score,
+                              f'scream/cry cue {cues.scream_score:.2f}'))
+            if audio.transcript is not None and audio.transcript.text and help_now:
+                terms.append((0.0, f'heard: "{audio.transcript.text[:80]}"'))
+            terms.sort(key=lambda x: -x[0])
+            value = terms[0][0] if terms else 0.0
+            if value > best[0] or (help_now and not best[2]):
+                best = (value, [x[1] for x in terms], help_now, audio)
+        return best
 
-    # ------------------------------------------------------------------- update
-    def update_frame(self, frame: FrameResult) -> List[Alert]:
-        """Fold one frame's person estimates in; return the alerts it raises."""
-        stamp = frame.stamp
-        self._now = max(self._now, stamp)
+    # ------------------------------------------------------------------- inputs
+    def update_frame(self, frame: FrameResult, now: Optional[float] = None) -> List[Alert]:
+        """Fold one frame's person estimates in; return the alerts it raises.
+
+        ``now`` is the receiver's clock (seconds) when known: stamps more than
+        ``max_future_s`` ahead of it are rejected.
+        """
+        camera = _camera_of(frame)
+        t, stepped = self.clock.accept(f'camera:{camera}', frame.stamp, now)
+        if t is None:
+            return []
+        if stepped:
+            self._reset_camera(camera)
+        self._now = max(self._now, t)
+        cfg = self.config
         alerts: List[Alert] = []
         for person in frame.persons:
-            if person.detection_confidence < self.config.min_detection_confidence:
+            if person.detection_confidence < cfg.min_detection_confidence:
                 continue
-            state = self._tracks.setdefault(person.track_id, _TrackState())
-            state.person = person
-            state.last_seen = stamp
+            key = (person.camera or camera, int(person.track_id))
+            track = self._tracks.get(key)
+            if track is None:
+                track = self._tracks[key] = _Track(key=key, first_t=t, seen_t=t)
+            dt = max(t - track.seen_t, 0.0)
             if person.emotion.face_visible:
-                state.visual, state.visual_reasons = self.visual_evidence(person)
-            alert = self._step(person.track_id, state, stamp)
-            if alert:
-                alerts.append(alert)
-        self._forget(stamp)
+                raw, track.reasons = self.visual_evidence(person)
+                track.visual = raw
+                track.face_t = t
+                if track.person is None:
+                    track.score = raw * (1.0 - math.exp(-0.2 / cfg.smoothing_tau_s))
+                else:
+                    track.score += (1.0 - math.exp(-dt / cfg.smoothing_tau_s)) * (
+                        raw - track.score)
+            else:
+                # No face: the evidence fades rather than being kept forever.
+                fade = math.exp(-dt / cfg.visual_fade_s)
+                track.score *= fade
+                track.visual *= fade
+            track.person = person
+            track.seen_t = t
+            track.stamp = frame.stamp
+            track.frame_id = frame.frame_id
+            track.width = frame.width
+            if track.incident is not None and (track.incident not in self._incidents or
+                                               not self._incidents[track.incident].open):
+                track.incident = None
+            if track.incident is None:
+                match = self._associate(track, t)
+                if match is not None:
+                    self._link(track, match)
+            if track.incident is None and track.score >= cfg.watch_threshold:
+                incident = self._create(t, frame.stamp, frame.frame_id)
+                self._link(track, incident)
+            if track.incident is not None:
+                incident = self._incidents[track.incident]
+                self._add_person(incident, track, t)
+                alert = self._evaluate(incident, t, frame.stamp, frame.frame_id)
+                if alert is not None:
+                    alerts.append(alert)
+        # Audio attributed to someone who is still held (call for help) re-evaluates too.
+        self._housekeeping(t)
         return alerts
 
-    def update_audio(self, cues: AudioCueResult) -> List[Alert]:
-        """Fold one window of audio cues in; return the alerts it raises."""
-        stamp = cues.stamp
-        self._now = max(self._now, stamp)
-        self._audio_cues = cues
+    def update_audio(self, cues: AudioCueResult, frame_id: str = '',
+                     now: Optional[float] = None) -> List[Alert]:
+        """Fold one window of audio cues (from the source ``frame_id``) in; return alerts."""
+        t, stepped = self.clock.accept(f'audio:{frame_id}', cues.stamp, now)
+        if t is None:
+            return []
+        audio = self._audio.setdefault(frame_id, _Audio())
+        if stepped:
+            self._audio[frame_id] = audio = _Audio()
+        self._now = max(self._now, t)
+        audio.cues, audio.cues_t = cues, t
+        audio.frame_id, audio.stamp = frame_id, cues.stamp
         if cues.help_detected:
-            self._help_until = stamp + self.config.help_hold_s
-            self._help_words = list(cues.keywords)
-        visible = [(tid, s) for tid, s in self._tracks.items()
-                   if stamp - s.last_seen <= self.config.audio_attach_s]
-        alerts: List[Alert] = []
-        if visible:
-            track_id, state = max(visible, key=lambda item: item[1].visual)
-        else:
-            track_id, state = Alert.AUDIO_ONLY, self._audio
-        self._audio_track = track_id
-        alert = self._step(track_id, state, stamp)
-        if alert:
-            alerts.append(alert)
+            self._hear_help(audio, t, list(cues.keywords))
+        scream = cues.scream_score >= self.config.scream_threshold
+        alerts = self._attribute_audio(audio, t, cues.stamp, frame_id,
+                                       cues.help_detected or scream)
+        self._housekeeping(t)
         return alerts
+
+    def update_transcript(self, transcript: Transcript, now: Optional[float] = None
+                          ) -> List[Alert]:
+        """Fold one decoded utterance in (help flag and text); return alerts."""
+        frame_id = transcript.frame_id
+        stamp = transcript.end if math.isfinite(transcript.end) and transcript.end > 0 else \
+            transcript.stamp
+        # Own clock source: transcripts arrive after decoding, older than the newest cues.
+        t, _ = self.clock.accept(f'transcript:{frame_id}', stamp, now)
+        if t is None:
+            return []
+        audio = self._audio.setdefault(frame_id, _Audio())
+        self._now = max(self._now, t)
+        audio.transcript = transcript
+        audio.frame_id, audio.stamp = frame_id, stamp
+        if transcript.help_detected:
+            self._hear_help(audio, t, [transcript.help_phrase] if transcript.help_phrase
+                            else [])
+        alerts = self._attribute_audio(audio, t, stamp, frame_id, transcript.help_detected)
+        if audio.target is not None and audio.target in self._incidents:
+            self._incidents[audio.target].transcript = transcript
+            self.changed = True
+        return alerts
+
+    # --------------------------------------------------------------- operators
+    def command(self, incident_id: int, action: str, note: str = ''
+                ) -> Tuple[bool, str, Optional[Incident]]:
+        """Apply an operator command (acknowledge, confirm, reject, resolve).
+
+        Returns (success, message, incident).
+        """
+        if action not in COMMANDS:
+            return False, f'unknown action {action!r}; known: {sorted(COMMANDS)}', None
+        incident = self._incidents.get(incident_id)
+        if incident is None:
+            known = sorted(i for i, inc in self._incidents.items() if inc.open)
+            return False, f'no incident {incident_id} (open incidents: {known})', None
+        if not incident.open:
+            return False, f'incident {incident_id} is already resolved', incident
+        state = COMMANDS[action]
+        incident.state = state
+        if note:
+            incident.note = note
+        if state == ACKNOWLEDGED:
+            incident.acknowledged = True
+        elif state == CONFIRMED:
+            incident.acknowledged = incident.confirmed = True
+        elif state == REJECTED:
+            incident.acknowledged, incident.rejected = True, True
+            incident.closed_t = self._now + self.config.reject_hold_s  # when it will close
+        elif state == RESOLVED:
+            self._close(incident, self._now, 'resolved by operator')
+        self.changed = True
+        return True, f'incident {incident_id} {STATE_NAMES[state].lower()}', incident
+
+    # ----------------------------------------------------------------- queries
+    def incidents(self, include_closed: bool = True) -> List[Incident]:
+        """Incidents by id: open ones, plus recently resolved ones when asked."""
+        return [inc for _, inc in sorted(self._incidents.items())
+                if inc.level > 0 and (include_closed or inc.open)]
+
+    def get(self, incident_id: int) -> Optional[Incident]:
+        """One incident by id (None when unknown or forgotten)."""
+        return self._incidents.get(incident_id)
 
     def scores(self) -> Dict[int, float]:
-        """Current smoothed score per track (0 is the audio-only channel)."""
-        out = {tid: s.score for tid, s in self._tracks.items()}
-        out[Alert.AUDIO_ONLY] = self._audio.score
-        return out
+        """Current score per open incident."""
+        return {i: inc.score for i, inc in self._incidents.items() if inc.open}
+
+    @property
+    def tracks_followed(self) -> int:
+        """Tracks the fusion currently remembers."""
+        return len(self._tracks)
 
     def reset(self) -> None:
-        """Forget all tracks and audio evidence."""
+        """Forget all tracks, audio evidence and incidents."""
         self.__init__(self.config)
 
     # ---------------------------------------------------------------- internals
-    def _step(self, track_id: int, state: _TrackState, stamp: float) -> Optional[Alert]:
+    def _hear_help(self, audio: _Audio, t: float, words: List[str]) -> None:
+        if t > audio.help_until_t:
+            audio.target = None  # a new call: attribute it afresh
+        audio.help_until_t = t + self.config.help_hold_s
+        if words:
+            audio.help_words = words
+
+    def _attribute_audio(self, audio: _Audio, t: float, stamp: float, frame_id: str,
+                         evidence: bool) -> List[Alert]:
         cfg = self.config
-        # One microphone cannot tell who called: audio counts only for the one track it was
-        # attributed to (the most visibly distressed person, or the audio-only channel).
-        if track_id == self._audio_track:
-            audio, audio_reasons = self.audio_evidence(stamp)
-        else:
-            audio, audio_reasons = 0.0, []
-        visual = state.visual if track_id != Alert.AUDIO_ONLY else 0.0
-        raw = max(visual, audio)
-        if visual > 0.3 and audio > 0.3:
+        held = t <= audio.help_until_t
+        if not (evidence or held):
+            if audio.target is not None and audio.target in self._incidents:
+                alert = self._evaluate(self._incidents[audio.target], t, stamp, frame_id)
+                audio.target = None
+                return [alert] if alert else []
+            audio.target = None
+            return []
+        target = self._incidents.get(audio.target) if audio.target is not None else None
+        if target is None or not target.open:
+            visible = [tr for tr in self._tracks.values() if t - tr.seen_t <= cfg.audio_attach_s]
+            if visible:
+                # One microphone cannot tell who called: the most visibly distressed person.
+                track = max(visible, key=lambda tr: (tr.score, tr.seen_t))
+                if track.incident is None or track.incident not in self._incidents or \
+                        not self._incidents[track.incident].open:
+                    incident = self._create(t, stamp, frame_id)
+                    self._link(track, incident)
+                    self._add_person(incident, track, track.seen_t)
+                target = self._incidents[track.incident]
+            else:
+                recent = [inc for inc in self._incidents.values()
+                          if inc.open and t - inc.last_seen_t <= cfg.help_join_s]
+                if recent:
+                    target = max(recent, key=lambda inc: (inc.level, inc.last_seen_t))
+                else:
+                    target = self._create(t, stamp, frame_id)
+        audio.target = target.id
+        target.audio = audio.cues
+        if audio.transcript is not None:
+            target.transcript = audio.transcript
+        if held:
+            target.help_heard = True
+        target.last_seen_t = max(target.last_seen_t, t)
+        target.last_seen = stamp
+        alert = self._evaluate(target, t, stamp, frame_id)
+        return [alert] if alert else []
+
+    def _associate(self, track: _Track, t: float) -> Optional[Incident]:
+        """The open incident this (new) track's person belongs to, if any."""
+        cfg = self.config
+        camera = track.key[0]
+        person = track.person
+        pos = person.position if person is not None else None
+        best: Tuple[float, Optional[Incident]] = (math.inf, None)
+        for incident in self._incidents.values():
+            if not incident.open:
+                continue
+            # Someone else this camera sees right now is a different person.
+            if any(k[0] == camera and k != track.key and k in self._tracks
+                   and self._tracks[k].seen_t >= t - 0.3 and self._tracks[k].incident ==
+                   incident.id for k in incident.tracks):
+                continue
+            cost = math.inf
+            ipos = incident.position
+            if (pos is not None and ipos is not None and pos.has_point and ipos.has_point
+                    and pos.frame_id == ipos.frame_id):
+                dist = math.dist(pos.xyz, ipos.xyz)
+                if dist <= cfg.association_distance_m:
+                    cost = dist / cfg.association_distance_m
+            elif camera in incident.last_box and person is not None:
+                seen_t, box, width = incident.last_box[camera]
+                if t - seen_t <= cfg.reacquire_s and width > 0:
+                    cx, cx0 = (person.box[0] + person.box[2]) / 2, (box[0] + box[2]) / 2
+                    cy, cy0 = (person.box[1] + person.box[3]) / 2, (box[1] + box[3]) / 2
+                    offset = math.hypot(cx - cx0, cy - cy0) / width
+                    if offset <= cfg.region_match:
+                        cost = 1.0 + offset / max(cfg.region_match, 1e-6)
+            elif incident.audio_only and t - incident.last_seen_t <= cfg.audio_person_join_s:
+                cost = 2.5
+            if cost < best[0]:
+                best = (cost, incident)
+        return best[1]
+
+    def _link(self, track: _Track, incident: Incident) -> None:
+        if track.key not in incident.tracks and incident.tracks:
+            # A re-acquired or other camera's track carries the incident's visual evidence on.
+            track.score = max(track.score, incident.visual)
+        track.incident = incident.id
+        incident.tracks.add(track.key)
+        if track.key[0]:
+            incident.cameras.add(track.key[0])
+        self.changed = True
+
+    def _create(self, t: float, stamp: float, frame_id: str) -> Incident:
+        incident = Incident(id=self._next_id, created_t=t, stamp=stamp, frame_id=frame_id,
+                            first_seen=stamp, last_seen=stamp, last_seen_t=t)
+        self._next_id += 1
+        self._incidents[incident.id] = incident
+        self.counters['incidents_created'] += 1
+        self.changed = True
+        self._limit_open(incident)
+        return incident
+
+    def _add_person(self, incident: Incident, track: _Track, t: float) -> None:
+        person = track.person
+        incident.person = person
+        incident.person_stamp, incident.person_frame_id = track.stamp, track.frame_id
+        incident.last_box[track.key[0]] = (t, tuple(person.box), track.width)
+        if person.position is not None and (
+                incident.position is None or person.position.has_point
+                or not incident.position.has_point):
+            incident.position = person.position
+        incident.last_seen_t = max(incident.last_seen_t, t)
+        incident.last_seen = track.stamp
+        if incident.state == STALE:
+            incident.state = UPDATED
+        live = [self._tracks[k] for k in incident.tracks if k in self._tracks
+                and t - self._tracks[k].seen_t <= self.config.audio_attach_s]
+        incident.visual = max((tr.score for tr in live), default=0.0)
+
+    def _evaluate(self, incident: Incident, t: float, stamp: float, frame_id: str
+                  ) -> Optional[Alert]:
+        """Recompute score and level of one incident with evidence at ``t``; maybe alert."""
+        cfg = self.config
+        audio, audio_reasons, help_now, source = self._audio_evidence(incident.id, t)
+        visual = incident.visual
+        if help_now:
+            # A call for help is explicit: DISTRESS at once (help_weight 1), EMERGENCY with a
+            # visibly distressed person; its own evidence is not boosted further.
+            audio = cfg.help_weight * (cfg.emergency_threshold if visual > 0.3
+                                       else cfg.distress_threshold)
+        score = max(visual, audio)
+        if visual > 0.3 and audio > 0.3 and not help_now:
             # Independent channels agreeing is stronger than either alone.
-            raw = min(1.0, raw + 0.5 * min(visual, audio))
-        if state.stamp == -math.inf:
-            dt = 0.0
-        else:
-            dt = max(stamp - state.stamp, 0.0)
-        alpha = 1.0 - math.exp(-dt / cfg.smoothing_tau_s) if dt > 0 else 0.0
-        if state.stamp == -math.inf:
-            alpha = 1.0 - math.exp(-0.2 / cfg.smoothing_tau_s)  # first sample counts ~0.2 s
-        state.score += alpha * (raw - state.score)
-        state.stamp = max(state.stamp, stamp)
-        # A call for help is explicit: it alerts at once, without waiting for the average.
-        help_now = stamp <= self._help_until and track_id == self._audio_track
-        score = max(state.score, audio if help_now else 0.0)
-        if score < cfg.clear_threshold:
-            state.armed = True
+            score = min(1.0, score + cfg.corroboration_boost * min(visual, audio))
+        incident.score = score
+        incident.stamp, incident.frame_id = stamp, frame_id
+        if score >= cfg.watch_threshold or help_now:
+            if incident.evidence_since_t is None:
+                incident.evidence_since_t = t
+            incident.calm_since_t = None
+        elif score < cfg.clear_threshold:
+            incident.evidence_since_t = None
+            if incident.calm_since_t is None:
+                incident.calm_since_t = t
         level = 0
-        if score >= cfg.emergency_threshold or (help_now and visual > 0.3):
-            level = Alert.LEVEL_EMERGENCY
-        elif score >= cfg.distress_threshold or help_now:
-            level = Alert.LEVEL_DISTRESS
+        if score >= cfg.emergency_threshold:
+            level = LEVEL_EMERGENCY
+        elif score >= cfg.distress_threshold:
+            level = LEVEL_DISTRESS
         elif score >= cfg.watch_threshold:
-            level = Alert.LEVEL_WATCH
-        if level == 0:
-            return None
-        cooled = stamp - state.last_alert_stamp >= cfg.cooldown_s
-        escalated = level > state.last_alert_level and not state.armed
-        if not (state.armed and cooled) and not escalated:
-            return None
-        state.armed = False
-        state.last_alert_stamp = stamp
-        state.last_alert_level = level
+            level = LEVEL_WATCH
+        accumulated = (incident.evidence_since_t is not None
+                       and t - incident.evidence_since_t >= cfg.min_evidence_s)
+        if level > LEVEL_WATCH and not help_now and not accumulated:
+            level = LEVEL_WATCH  # evidence accumulates before going above WATCH
         reasons = []
         if help_now:
-            reasons += [r for r in audio_reasons if 'help' in r]
-        if track_id != Alert.AUDIO_ONLY:
-            reasons += state.visual_reasons
+            reasons += [r for r in audio_reasons if 'help' in r or r.startswith('heard')]
+        if not incident.audio_only:
+            track_reasons = [self._tracks[k].reasons for k in incident.tracks
+                             if k in self._tracks and self._tracks[k].reasons]
+            if track_reasons:
+                reasons += [r for r in max(track_reasons, key=len) if r not in reasons]
         reasons += [r for r in audio_reasons if r not in reasons]
-        if track_id == Alert.AUDIO_ONLY:
+        if incident.audio_only:
             reasons.append('nobody visible')
+        if level:
+            incident.reasons = reasons or [f'distress score {score:.2f}']
+        self.changed = True
+        if incident.state == NEW and incident.alerts:
+            incident.state = UPDATED
+        rising = level > incident.level
+        first = incident.level == 0 and level > 0
+        reannounce = (cfg.cooldown_s > 0 and not incident.acknowledged and level >= LEVEL_DISTRESS
+                      and level == incident.level and t - incident.last_alert_t >= cfg.cooldown_s)
+        if not (rising or reannounce):
+            if incident.state in (ESCALATED, NEW) and incident.alerts:
+                incident.state = UPDATED if not incident.acknowledged else incident.state
+            return None
+        incident.level = max(incident.level, level)
+        if incident.rejected:
+            self.counters['suppressed_rejected'] += 1
+            return None
+        if not first and rising:
+            incident.state = ESCALATED
+        elif first:
+            incident.state = NEW
+        incident.alerts += 1
+        incident.last_alert_t = t
+        self.counters['alerts'] += 1
+        person = incident.person if not incident.audio_only else None
+        track_id = 0
+        camera = ''
+        if person is not None:
+            track_id, camera = int(person.track_id), person.camera
+            for k in incident.tracks:
+                if k in self._tracks and self._tracks[k].person is person:
+                    camera = k[0]
         return Alert(stamp=stamp, track_id=track_id, level=level, score=float(score),
-                     reasons=reasons or [f'distress score {score:.2f}'],
-                     person=state.person if track_id != Alert.AUDIO_ONLY else None,
-                     audio=self._audio_cues if audio > 0 else None)
+                     reasons=list(incident.reasons), person=person,
+                     audio=source.cues if source is not None and audio > 0 else None,
+                     frame_id=frame_id, incident_id=incident.id, camera=camera,
+                     person_stamp=incident.person_stamp,
+                     person_frame_id=incident.person_frame_id,
+                     transcript=source.transcript if source is not None and help_now else None)
 
-    def _forget(self, stamp: float) -> None:
-        stale = [tid for tid, s in self._tracks.items()
-                 if stamp - s.last_seen > self.config.track_timeout_s]
-        for tid in stale:
-            del self._tracks[tid]
+    def _housekeeping(self, t: float) -> None:
+        cfg = self.config
+        for key in [k for k, tr in self._tracks.items() if t - tr.seen_t > cfg.track_timeout_s]:
+            del self._tracks[key]
+        for incident in list(self._incidents.values()):
+            if incident.level == 0 and t - incident.last_seen_t > cfg.audio_attach_s:
+                # A candidate that never reached WATCH (e.g. a short scream): no incident.
+                for key in incident.tracks:
+                    if key in self._tracks and self._tracks[key].incident == incident.id:
+                        self._tracks[key].incident = None
+                del self._incidents[incident.id]
+                continue
+            if not incident.open:
+                if incident.closed_t is not None and t - incident.closed_t > cfg.closed_keep_s:
+                    del self._incidents[incident.id]
+                continue
+            if incident.rejected:
+                if incident.closed_t is not None and t >= incident.closed_t:
+                    self._close(incident, t, 'rejected by operator')
+                continue
+            quiet = t - incident.last_seen_t
+            if quiet > cfg.expire_s:
+                self._close(incident, t, f'no evidence for {cfg.expire_s:.0f} s')
+            elif quiet > cfg.stale_after_s and incident.state != STALE:
+                incident.state = STALE
+                self.changed = True
+            elif (incident.calm_since_t is not None and quiet <= cfg.audio_attach_s
+                  and t - incident.calm_since_t > cfg.clear_after_s):
+                self._close(incident, t, f'calm for {cfg.clear_after_s:.0f} s')
+
+    def _close(self, incident: Incident, t: float, why: str) -> None:
+        incident.state = RESOLVED
+        incident.resolution = why
+        incident.closed_t = t
+        for key in incident.tracks:
+            if key in self._tracks and self._tracks[key].incident == incident.id:
+                self._tracks[key].incident = None
+        for audio in self._audio.values():
+            if audio.target == incident.id:
+                audio.target = None
+        self.changed = True
+
+    def _limit_open(self, newest: Incident) -> None:
+        open_ = [inc for inc in self._incidents.values() if inc.open and inc is not newest]
+        limit = self.config.max_open_incidents - 1
+        while len(open_) > limit:
+            victim = min(open_, key=lambda inc: (inc.level, inc.last_seen_t))
+            self._close(victim, self._now, 'too many open incidents')
+            open_.remove(victim)
+
+    def _reset_camera(self, camera: str) -> None:
+        """A camera's clock stepped back: its tracks start over (incidents stay)."""
+        for key in [k for k in self._tracks if k[0] == camera]:
+            del self._tracks[key]
+
+
+def _camera_of(frame: FrameResult) -> str:
+    camera = getattr(frame, 'camera', '')
+    if camera:
+        return camera
+    for person in frame.persons:
+        if person.camera:
+            return person.camera
+    return frame.frame_id
+
+
+__all__ = ['ACKNOWLEDGED', 'CONFIRMED', 'DistressFusion', 'FusionConfig', 'Incident',
+           'REJECTED', 'RESOLVED']

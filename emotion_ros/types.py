@@ -48,8 +48,48 @@ class EmotionOutput:
 
 
 @dataclasses.dataclass
+class Position:
+    """Where a person is: a bearing in the camera's optical frame and, when known, a 3D point.
+
+    ``azimuth``/``elevation`` (radians) are measured in ``camera_frame`` (optical
+    convention: x right, y down, z forward): azimuth positive to the right of
+    the optical axis, elevation positive above it. ``xyz`` is in ``frame_id``
+    (the optical frame, or a fixed frame after a tf2 transform), NaN when only
+    the bearing is known; ``covariance`` is its row-major 3x3 covariance (m^2).
+    ``source`` says how the range was found: 'depth', 'size' (assumed person
+    height) or 'bearing' (no range).
+    """
+
+    frame_id: str
+    xyz: Tuple[float, float, float]
+    covariance: Tuple[float, ...]
+    azimuth: float
+    elevation: float
+    camera_frame: str
+    source: str = 'bearing'
+
+    @property
+    def has_point(self) -> bool:
+        """True when ``xyz`` is a 3D point (not only a bearing)."""
+        return all(math.isfinite(v) for v in self.xyz)
+
+    @property
+    def sigma_m(self) -> float:
+        """Largest standard deviation (m) along x, y or z (inf without a point)."""
+        if not self.has_point:
+            return math.inf
+        return math.sqrt(max(self.covariance[0], self.covariance[4], self.covariance[8]))
+
+
+@dataclasses.dataclass
 class PersonEstimate:
-    """One tracked person in one frame with their emotion estimate."""
+    """One tracked person in one frame with their emotion estimate.
+
+    ``camera`` names the camera (its namespace) so that track ids of several
+    cameras do not collide; ``evidence_weight`` is how much the backend's
+    visual evidence may weigh in the distress fusion (declared by the backend,
+    see EmotionBackend.visual_evidence_weight).
+    """
 
     track_id: int
     box: Box
@@ -57,6 +97,9 @@ class PersonEstimate:
     emotion: EmotionOutput
     model_id: str
     crop_jpeg: bytes = b''
+    camera: str = ''
+    evidence_weight: float = 1.0
+    position: Optional[Position] = None
 
 
 @dataclasses.dataclass
@@ -69,6 +112,7 @@ class FrameResult:
     height: int
     persons: List[PersonEstimate]
     timings_ms: Dict[str, float]  # per stage: decode, detect, track, emotion
+    camera: str = ''  # camera name (namespace); qualifies the track ids of its persons
 
 
 @dataclasses.dataclass
@@ -89,19 +133,58 @@ class AudioCueResult:
     vocal_arousal: float  # 1-10, NaN without voice
 
 
+# Distress levels, defined here once: the fusion, DistressAlert.msg / Incident.msg constants
+# (checked by test_incidents.py) and docs/messages.md use these.
+#: Worth a look: some visual or audio evidence, not yet enough to act on.
+LEVEL_WATCH = 1
+#: Likely needs help: sustained, corroborated evidence, or a call for help heard.
+LEVEL_DISTRESS = 2
+#: Act now: a call for help with a distressed person in view, or very strong fused evidence.
+LEVEL_EMERGENCY = 3
+LEVEL_NAMES = {LEVEL_WATCH: 'WATCH', LEVEL_DISTRESS: 'DISTRESS', LEVEL_EMERGENCY: 'EMERGENCY'}
+
+
+@dataclasses.dataclass
+class Transcript:
+    """One decoded utterance (plain form of emotion_ros_msgs/Transcript)."""
+
+    stamp: float  # start of the utterance
+    end: float
+    frame_id: str
+    text: str
+    help_detected: bool = False
+    help_phrase: str = ''
+    help_score: float = 0.0
+    language: str = ''
+    confidence: float = 0.0
+    detector: str = ''
+
+
 @dataclasses.dataclass
 class Alert:
-    """A distress alert raised by the fusion."""
+    """A distress alert raised by the fusion: an incident was created or changed level.
+
+    ``stamp``/``frame_id`` are those of the evidence that raised it (the image
+    for visual evidence, the audio message for audio evidence); the person
+    evidence keeps its own image stamp and frame in ``person_stamp`` and
+    ``person_frame_id``.
+    """
 
     stamp: float
     track_id: int  # 0: audio only
-    level: int  # 1 watch, 2 distress, 3 emergency
+    level: int  # LEVEL_WATCH, LEVEL_DISTRESS, LEVEL_EMERGENCY
     score: float
     reasons: List[str]
     person: Optional[PersonEstimate] = None
     audio: Optional[AudioCueResult] = None
+    frame_id: str = ''
+    incident_id: int = 0
+    camera: str = ''
+    person_stamp: float = math.nan
+    person_frame_id: str = ''
+    transcript: Optional[Transcript] = None
 
-    LEVEL_WATCH = 1
-    LEVEL_DISTRESS = 2
-    LEVEL_EMERGENCY = 3
+    LEVEL_WATCH = LEVEL_WATCH
+    LEVEL_DISTRESS = LEVEL_DISTRESS
+    LEVEL_EMERGENCY = LEVEL_EMERGENCY
     AUDIO_ONLY = 0
