@@ -14,7 +14,11 @@ Detectors (``detector.type``):
   finds upright, whole, reasonably large people; slow and weak, kept as a
   face-independent baseline.
 - ``auto``: YOLO when its weights load, else ``face`` (the reason is logged
-  and kept in :attr:`AutoDetector.fallback_reason`).
+  and kept in :attr:`AutoDetector.fallback_reason`; the node shows it as a
+  WARN in /diagnostics for as long as the fallback runs). Only when the user
+  did not ask for YOLO explicitly: with ``detector.device: cuda`` or
+  ``detector.yolo_weights`` set to anything but the default, a YOLO that does
+  not load fails ``load()`` with a message naming the weights.
 
 Heavy libraries (torch, ultralytics, mediapipe) are imported in ``load()``.
 """
@@ -40,18 +44,23 @@ from emotion_ros.types import Box, Detection
 _LOG = logging.getLogger(__name__)
 
 DETECTOR_TYPES = ('auto', 'yolo', 'face', 'hog')
+DEFAULT_YOLO_WEIGHTS = 'yolo11n.pt'
+#: What the face-anchored detector cannot see (said wherever the auto fallback is reported).
+FALLBACK_BLIND_SPOT = ('people whose face is hidden (back turned, masked, face down, too far '
+                       'or too dark for the face finder) are NOT detected')
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectorConfig:
     """Which person detector runs and how (``detector.*`` parameters)."""
 
-    type: str = field('auto', 'Person detector: auto (YOLO when its weights load, else face), '
+    type: str = field('auto', 'Person detector: auto (YOLO when its weights load, else face; '
+                      'no fallback when device is cuda or yolo_weights is not the default), '
                       'yolo, face (face-anchored, offline), hog (OpenCV people detector)',
                       choices=DETECTOR_TYPES)
-    yolo_weights: str = field('yolo11n.pt', 'YOLO weights: a file path or an ultralytics model '
-                              'name (downloaded by ultralytics unless YOLO_OFFLINE=1); a .yaml '
-                              'builds an untrained model (tests only)')
+    yolo_weights: str = field(DEFAULT_YOLO_WEIGHTS, 'YOLO weights: a file path or an '
+                              'ultralytics model name (downloaded by ultralytics unless '
+                              'YOLO_OFFLINE=1); a .yaml builds an untrained model (tests only)')
     device: str = field('auto', 'Device for YOLO: auto (cuda when available), cpu or cuda',
                         choices=('auto', 'cpu', 'cuda'))
     confidence: float = field(0.35, 'Minimum person score for the yolo and hog detectors',
@@ -644,11 +653,24 @@ class AutoDetector(PersonDetector):
         """True between a successful ``load()`` and ``close()``."""
         return self._inner is not None and self._inner.loaded
 
+    def explicit_yolo_request(self) -> List[str]:
+        """The settings by which the user asked for YOLO explicitly (no fallback then)."""
+        asked = []
+        if self.cfg.device == 'cuda':
+            asked.append("detector.device is 'cuda'")
+        if self.cfg.yolo_weights.strip() != DEFAULT_YOLO_WEIGHTS:
+            asked.append(f'detector.yolo_weights is set to {self.cfg.yolo_weights!r}')
+        return asked
+
     def load(self) -> None:
         """Try YOLO, fall back to the face-anchored detector (logging why).
 
+        The fallback happens only when YOLO was not asked for explicitly (see
+        :meth:`explicit_yolo_request`).
+
         Raises:
-            ModelLoadError: when neither can be loaded (naming both reasons).
+            ModelLoadError: when YOLO was asked for explicitly and does not load
+                (naming the weights), or when neither can be loaded.
         """
         if self.loaded:
             return
@@ -659,6 +681,14 @@ class AutoDetector(PersonDetector):
             self.fallback_reason = ''
             return
         except ModelLoadError as exc:
+            asked = self.explicit_yolo_request()
+            if asked:
+                raise ModelLoadError(
+                    f'detector.type auto: YOLO was asked for explicitly ({"; ".join(asked)}), '
+                    f'so there is no fallback, and YOLO weights {self.cfg.yolo_weights!r} '
+                    f'could not be loaded: {exc}. Put the weights there (or fix '
+                    'detector.device), or choose detector.type face on purpose (then '
+                    f'{FALLBACK_BLIND_SPOT})') from exc
             self.fallback_reason = str(exc)
         face = FaceAnchoredDetector(self.cfg)
         try:
@@ -667,7 +697,8 @@ class AutoDetector(PersonDetector):
             raise ModelLoadError(f'no person detector could be loaded; YOLO: '
                                  f'{self.fallback_reason}; face: {exc}') from exc
         _LOG.warning('detector.type auto: using the offline face-anchored detector because '
-                     'YOLO could not be loaded: %s', self.fallback_reason)
+                     'YOLO could not be loaded: %s; %s', self.fallback_reason,
+                     FALLBACK_BLIND_SPOT)
         self._inner = face
 
     def _detect(self, rgb: np.ndarray) -> List[Detection]:

@@ -151,6 +151,19 @@ class PerceptionPipeline:
         raise EmotionRosError(f'track {track_id} is not in the last frame '
                               f'(tracks: {[p.track_id for p in result.persons]})')
 
+    def explain_box(self, rgb: np.ndarray, box: Sequence[float], max_new_tokens: int) -> str:
+        """Explain the person in ``box`` of ``rgb`` (llava backend only), serialised with
+        :meth:`process` and :meth:`explain` by the pipeline lock.
+
+        Raises:
+            NotImplementedError: when the backend cannot generate text.
+        """
+        if not self.backend.can_explain:
+            raise NotImplementedError(
+                f'the {self.backend.name!r} backend cannot explain; use emotion.backend: llava')
+        with self._lock:
+            return self.backend.explain(rgb, box, max_new_tokens)
+
     def _thumbnail(self, rgb: np.ndarray, box: Sequence[float]) -> bytes:
         patch = crop(rgb, box, margin=0.05)
         if patch.size == 0:

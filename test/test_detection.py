@@ -9,8 +9,8 @@ import pytest
 
 from emotion_ros.config import from_mapping
 from emotion_ros.detection import (
-    AutoDetector, body_box_from_face, create_detector, DetectorConfig, FaceAnchoredDetector,
-    FaceFinder, HogDetector, iou_matrix, nms, YoloDetector)
+    AutoDetector, body_box_from_face, create_detector, DEFAULT_YOLO_WEIGHTS, DetectorConfig,
+    FaceAnchoredDetector, FaceFinder, HogDetector, iou_matrix, nms, YoloDetector)
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.sample_media import load_sample
 
@@ -200,19 +200,50 @@ def test_cuda_request_without_gpu():
         YoloDetector(DetectorConfig(yolo_weights='yolov8n.yaml', device='cuda')).load()
 
 
-def test_auto_falls_back_to_face_and_says_why(monkeypatch, caplog, photos):
-    """Type auto without YOLO weights runs the face detector and logs the reason."""
+def _no_default_weights(monkeypatch, tmp_path):
+    """Make the default YOLO weights unfindable offline (empty cwd and ultralytics cache)."""
     monkeypatch.setenv('YOLO_OFFLINE', '1')
-    det = create_detector(DetectorConfig(type='auto', yolo_weights='missing_yolo.pt'))
+    monkeypatch.setenv('YOLO_CONFIG_DIR', str(tmp_path / 'ultralytics'))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_auto_falls_back_to_face_and_says_why(monkeypatch, caplog, photos, tmp_path):
+    """Type auto with the default (missing) YOLO weights runs the face detector and logs the
+    reason and what it cannot see."""
+    _no_default_weights(monkeypatch, tmp_path)
+    det = create_detector(DetectorConfig(type='auto'))
     assert isinstance(det, AutoDetector) and det.name == 'auto'
+    assert det.explicit_yolo_request() == []
     with caplog.at_level(logging.WARNING, logger='emotion_ros.detection'):
         det.load()
-    assert det.name.startswith('face:') and 'missing_yolo.pt' in det.fallback_reason
+    assert det.name.startswith('face:') and DEFAULT_YOLO_WEIGHTS in det.fallback_reason
     assert 'YOLO_OFFLINE' in det.fallback_reason
-    assert any('missing_yolo.pt' in r.getMessage() for r in caplog.records)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(DEFAULT_YOLO_WEIGHTS in m and 'face is hidden' in m for m in messages), messages
     assert len(det.detect(photos['zidane'])) == 2
     det.close()
     assert not det.loaded
+
+
+@pytest.mark.parametrize('overrides, named', [
+    ({'yolo_weights': 'missing_yolo.pt'}, "detector.yolo_weights is set to 'missing_yolo.pt'"),
+    ({'yolo_weights': '/robot/models/yolo11s.pt'}, '/robot/models/yolo11s.pt'),
+    ({'device': 'cuda'}, "detector.device is 'cuda'"),
+    ({'device': 'cuda', 'yolo_weights': 'people.pt'}, 'people.pt'),
+])
+def test_auto_does_not_fall_back_when_yolo_was_asked_for(monkeypatch, tmp_path, overrides,
+                                                         named):
+    """An explicit weights path or device cuda makes a YOLO that does not load fail load()
+    with a message naming the setting and the weights, instead of silently running the
+    face detector."""
+    _no_default_weights(monkeypatch, tmp_path)
+    det = create_detector(DetectorConfig(type='auto', **overrides))
+    with pytest.raises(ModelLoadError) as info:
+        det.load()
+    message = str(info.value)
+    assert named in message and 'no fallback' in message
+    assert repr(overrides.get('yolo_weights', DEFAULT_YOLO_WEIGHTS)) in message
+    assert not det.loaded and det.fallback_reason == ''
 
 
 def test_auto_prefers_yolo_when_it_loads():

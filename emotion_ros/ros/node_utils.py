@@ -153,7 +153,8 @@ class NodeHealth:
     def record(self, site: str, name: str, exc: BaseException, fatal: bool = False) -> str:
         """Count ``exc`` at ``site``/``name``, log it (traceback once), return its reason."""
         key = f'{site}.{name}'
-        reason = f'{site} {name}: {describe_error(exc)}'
+        where = f'{name} failed' if site == 'transition' else f'{site} {name} failed'
+        reason = f'{where}: {describe_error(exc)}'
         with self._lock:
             self.counts[key] = self.counts.get(key, 0) + 1
             count = self.counts[key]
