@@ -10,8 +10,8 @@ import pytest
 
 from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
 from emotion_ros.audio.pcm import write_wav
-from emotion_ros.audio.sources import (SoundDeviceSource, WavFileSource,
-                                       list_input_devices)
+from emotion_ros.audio.sources import (AudioSource, list_input_devices, SoundDeviceSource,
+                                       SourceSupervisor, WavFileSource)
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 
 
@@ -214,3 +214,257 @@ def test_missing_portaudio_is_a_clear_load_error(monkeypatch):
         SoundDeviceSource(None, 16000, 1, 1600)
     with pytest.raises(ModelLoadError, match='PortAudio'):
         list_input_devices()
+
+
+# ---------------------------------------------------------------- supervision and restarts
+class FakeClock:
+    """A clock the test advances by hand."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FlakyHardware(AudioSource):
+    """Fake capture hardware behind the AudioSource interface: a producer thread that hands
+    over ``chunks_before_failure`` chunks, then raises (like a driver losing its device)."""
+
+    def __init__(self, chunks_before_failure=None, error=OSError('USB microphone vanished')):
+        super().__init__()
+        self.sample_rate, self.channels = 16000, 1
+        self.chunks_before_failure = chunks_before_failure
+        self.failure = error
+        self._stop = threading.Event()
+        self._producer = None
+
+    def start(self, callback):
+        self._stop.clear()
+        self._start_worker(callback)
+        self._producer = threading.Thread(target=self._run, daemon=True)
+        self._producer.start()
+
+    def _run(self):
+        sent = 0
+        while not self._stop.wait(0.002):
+            if self.chunks_before_failure is not None and sent >= self.chunks_before_failure:
+                self.error = self.failure
+                self._queue.put(None)  # the delivery thread ends, as in a real failure
+                return
+            self._enqueue(np.full((160, 1), sent, np.float32), time.time())
+            sent += 1
+
+    def stop(self):
+        self._stop.set()
+        if self._producer is not None:
+            self._producer.join(2)
+        self._stop_worker()
+
+
+def _wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_supervisor_reports_a_dead_worker_and_restarts_with_backoff():
+    """A source that dies is stopped, reported with its error, and replaced after a backoff
+    that doubles per consecutive failure (0.5, 1, 2, 4 ... capped at 30 s) and resets once a
+    source has run stably; chunks flow again after every restart."""
+    clock = FakeClock()
+    built, failures, got = [], [], []
+    plan = [3, 3, 3, 3, 3, 3, 3, 3, None, 2, None]  # chunks before each source fails
+
+    def factory():
+        source = FlakyHardware(plan[len(built)])
+        built.append(source)
+        return source
+    sup = SourceSupervisor(factory, lambda s, t, src: got.append((src, s)),
+                           on_failure=failures.append, stable_s=30.0, clock=clock)
+    sup.start()
+    expected_backoff = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    for i, backoff in enumerate(expected_backoff):
+        assert _wait(lambda: built[i].failed)
+        sup.poll()
+        assert sup.state == 'restarting' and sup.retry_in_s == backoff
+        assert str(failures[-1]) == 'USB microphone vanished' and len(failures) == i + 1
+        assert 'OSError: USB microphone vanished' in sup.last_error
+        clock.now += backoff - 0.01
+        sup.poll()
+        assert len(built) == i + 1, 'restarted before the backoff passed'
+        clock.now += 0.02
+        sup.poll()
+        assert len(built) == i + 2 and sup.state == 'capturing' and sup.restarts == i + 1
+    # The 9th source keeps running; after stable_s the backoff starts from 0.5 s again.
+    assert _wait(lambda: sum(1 for src, _ in got if src is built[-1]) >= 5)
+    clock.now += 30.0
+    sup.poll()
+    assert sup.state == 'capturing'
+    built[-1].chunks_before_failure = 0  # now it fails
+    assert _wait(lambda: built[-1].failed)
+    sup.poll()
+    assert sup.retry_in_s == 0.5 and sup.failures == 9
+    sup.stop()
+    assert sup.state == 'stopped'
+    assert all(not src.running for src in built)
+
+
+def test_supervisor_retries_a_source_that_cannot_be_rebuilt():
+    """When building the replacement fails (device still gone), that is counted as a failure
+    and retried with a longer backoff; the running source of replace() survives a factory
+    that raises."""
+    clock = FakeClock()
+    attempts = []
+
+    def factory():
+        attempts.append(clock.now)
+        if len(attempts) in (2, 3):
+            raise ConfigError('microphone: input device 2 is not available')
+        return FlakyHardware(2 if len(attempts) == 1 else None)
+    failures = []
+    sup = SourceSupervisor(factory, lambda s, t, src: None, on_failure=failures.append,
+                           clock=clock)
+    sup.start()
+    assert _wait(lambda: sup.source.failed)
+    sup.poll()
+    for backoff in (0.5, 1.0):
+        clock.now += backoff
+        sup.poll()
+        assert sup.state == 'restarting' and 'not available' in sup.last_error
+    assert sup.retry_in_s == 2.0
+    clock.now += 2.0
+    sup.poll()
+    assert sup.state == 'capturing' and sup.failures == 3 and sup.restarts == 1
+    running = sup.source
+
+    def broken():
+        raise ConfigError('no such device')
+    with pytest.raises(ConfigError):
+        sup.replace(broken)
+    assert sup.source is running and running.running
+    sup.stop()
+
+
+def test_supervisor_restarts_a_wav_source_whose_consumer_raised(stereo_wav):
+    """The real WAV source: a consumer exception ends its delivery thread; the supervisor
+    sees the failure, reports the consumer's error and a new source delivers again."""
+    path, _ = stereo_wav
+    calls = []
+
+    def consumer(samples, stamp, source):
+        calls.append(source)
+        if len(calls) == 2:
+            raise RuntimeError('publisher gone')
+    clock = FakeClock()
+    failures = []
+    sup = SourceSupervisor(lambda: WavFileSource(path, chunk_frames=400, loop=True),
+                           consumer, on_failure=failures.append, clock=clock)
+    first = sup.start()
+    assert _wait(lambda: first.failed)
+    sup.poll()
+    assert isinstance(failures[0], RuntimeError) and 'publisher gone' in str(failures[0])
+    clock.now += 0.5
+    sup.poll()
+    assert sup.source is not first
+    count = len(calls)
+    assert _wait(lambda: len(calls) >= count + 3)
+    assert calls[-1] is sup.source
+    sup.stop()
+
+
+class FakeSoundDevice:
+    """Fake PortAudio behind the sounddevice API: one input device; streams call back from a
+    thread and can be 'unplugged' (the stream ends and calls finished_callback)."""
+
+    class PortAudioError(Exception):
+        """sounddevice.PortAudioError."""
+
+    class CallbackAbort(Exception):
+        """sounddevice.CallbackAbort."""
+
+    class Times:
+        """PortAudio's time info (no ADC time)."""
+
+        currentTime = 0.0
+        inputBufferAdcTime = 0.0
+
+    class Flags:
+        """CallbackFlags with input_overflow."""
+
+        def __init__(self, overflow):
+            self.input_overflow = overflow
+
+        def __bool__(self):
+            return self.input_overflow
+
+    def __init__(self):
+        self.streams = []
+
+    def query_devices(self, device=None, kind=None):
+        info = {'name': 'Fake USB Mic', 'max_input_channels': 1, 'default_samplerate': 16000}
+        return [info] if device is None and kind is None else info
+
+    def check_input_settings(self, **kwargs):
+        pass
+
+    def InputStream(self, **kwargs):  # noqa: N802 - the sounddevice name
+        sd = self
+
+        class Stream:
+            def __init__(self):
+                self.kw = kwargs
+                self.unplugged = threading.Event()
+                self.stopped = threading.Event()
+                sd.streams.append(self)
+
+            def start(self):
+                threading.Thread(target=self._run, daemon=True).start()
+
+            def _run(self):
+                n = 0
+                while not self.stopped.wait(0.002):
+                    if self.unplugged.is_set():
+                        break
+                    data = np.zeros((self.kw['blocksize'], 1), np.float32)
+                    self.kw['callback'](data, self.kw['blocksize'], sd.Times(),
+                                        sd.Flags(n % 4 == 3))
+                    n += 1
+                self.kw['finished_callback']()
+
+            def stop(self):
+                self.stopped.set()
+
+            def close(self):
+                pass
+        return Stream()
+
+
+def test_unplugged_sound_card_is_a_failure_the_supervisor_restarts(monkeypatch):
+    """SoundDeviceSource on fake hardware: a stream that ends by itself sets error naming the
+    device; a stop() does not; overflows are counted; the supervisor reopens the device."""
+    fake = FakeSoundDevice()
+    monkeypatch.setitem(sys.modules, 'sounddevice', fake)
+    got = []
+    clock = FakeClock()
+    sup = SourceSupervisor(lambda: SoundDeviceSource(None, 16000, 1, 160),
+                           lambda s, t, src: got.append(src), clock=clock)
+    first = sup.start()
+    assert _wait(lambda: len(got) >= 8 and first.overflows >= 1)
+    fake.streams[0].unplugged.set()
+    assert _wait(lambda: first.failed)
+    assert 'Fake USB Mic' in str(first.error) and 'stopped unexpectedly' in str(first.error)
+    sup.poll()
+    clock.now += 0.5
+    sup.poll()
+    second = sup.source
+    assert second is not first and len(fake.streams) == 2
+    count = len(got)
+    assert _wait(lambda: len(got) > count + 3)
+    sup.stop()
+    assert _wait(lambda: fake.streams[1].stopped.is_set())
+    time.sleep(0.05)
+    assert second.error is None and not second.failed

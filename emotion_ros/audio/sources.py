@@ -6,6 +6,11 @@ first sample in seconds (``clock()`` time, by default ``time.time()``). The
 callback must return quickly; a source never blocks the audio driver on it:
 chunks wait in a bounded queue and the oldest is dropped (and counted in
 ``dropped``) when the consumer falls behind.
+
+A source that dies (its delivery thread ends because the consumer raised, the
+sound card's stream stops, the file cannot be read) keeps the reason in
+``error``; :class:`SourceSupervisor` notices that, reports it and starts a new
+source with exponential backoff.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ class AudioSource(abc.ABC):
         self._worker: Optional[threading.Thread] = None
         self._callback: Optional[Callback] = None
         self.error: Optional[BaseException] = None  # what stopped the source, if anything
+        self.overflows = 0  # input overflows the driver reported (samples lost before us)
+
+    @property
+    def failed(self) -> bool:
+        """True when the source stopped on its own (``error`` says why), not by ``stop()``."""
+        worker = self._worker
+        return self.error is not None or (worker is not None and not worker.is_alive())
 
     @abc.abstractmethod
     def start(self, callback: Callback) -> None:
@@ -63,6 +75,7 @@ class AudioSource(abc.ABC):
     def _start_worker(self, callback: Callback) -> None:
         if self.running:
             raise RuntimeError(f'{type(self).__name__} is already started')
+        self.error = None
         self._callback = callback
         self._queue = queue.Queue(QUEUE_CHUNKS)
         self._worker = threading.Thread(target=self._deliver, name=f'{type(self).__name__}',
@@ -174,6 +187,7 @@ class SoundDeviceSource(AudioSource):
         self.chunk_frames = int(chunk_frames)
         self._clock = clock
         self._stream: Any = None
+        self._stopping = False
         if device == '':
             device = None
         available = list_input_devices()
@@ -200,21 +214,36 @@ class SoundDeviceSource(AudioSource):
         Raises:
             ModelLoadError: if PortAudio fails to open the device.
         """
+        self._stopping = False
         self._start_worker(callback)
 
         def on_audio(indata: np.ndarray, frames: int, times: Any, status: Any) -> None:
-            now = self._clock()
-            # PortAudio's ADC time of the first frame, moved onto our clock;
-            # drivers that do not report it give 0, then assume no latency.
-            latency = times.currentTime - times.inputBufferAdcTime
-            if not (times.inputBufferAdcTime > 0 and 0 <= latency < 1.0):
-                latency = frames / self.sample_rate
-            self._enqueue(indata.copy(), now - latency)
+            try:
+                now = self._clock()
+                if status and getattr(status, 'input_overflow', False):
+                    self.overflows += 1
+                # PortAudio's ADC time of the first frame, moved onto our clock;
+                # drivers that do not report it give 0, then assume no latency.
+                latency = times.currentTime - times.inputBufferAdcTime
+                if not (times.inputBufferAdcTime > 0 and 0 <= latency < 1.0):
+                    latency = frames / self.sample_rate
+                self._enqueue(indata.copy(), now - latency)
+            except Exception as exc:  # noqa: B902 - kept for the supervisor, stream aborted
+                self.error = exc
+                raise self._sd.CallbackAbort from exc
+
+        def on_finished() -> None:
+            # PortAudio ends the stream on its own when the device goes away.
+            if not self._stopping and self.error is None:
+                self.error = ModelLoadError(
+                    f'microphone: the capture stream of {self.device_name!r} stopped '
+                    'unexpectedly (device unplugged or driver error)')
 
         try:
             self._stream = self._sd.InputStream(
                 device=self.device, channels=self.channels, samplerate=self.sample_rate,
-                blocksize=self.chunk_frames, dtype='float32', callback=on_audio)
+                blocksize=self.chunk_frames, dtype='float32', callback=on_audio,
+                finished_callback=on_finished)
             self._stream.start()
         except Exception as exc:
             self._stop_worker()
@@ -222,6 +251,7 @@ class SoundDeviceSource(AudioSource):
 
     def stop(self) -> None:
         """Close the stream and the delivery thread."""
+        self._stopping = True
         if self._stream is not None:
             try:
                 self._stream.stop()
@@ -291,6 +321,13 @@ class WavFileSource(AudioSource):
         self._producer.start()
 
     def _play(self) -> None:
+        try:
+            self._produce()
+        except Exception as exc:  # noqa: B902 - kept for the supervisor; delivery ends
+            self.error = exc
+            self._put(None)
+
+    def _produce(self) -> None:
         t0 = self._clock()
         wall0 = time.monotonic()
         position = 0  # frames delivered since start, across loops
@@ -337,3 +374,121 @@ class WavFileSource(AudioSource):
             self._producer.join(2.0)
             self._producer = None
         self._stop_worker()
+
+
+class SourceSupervisor:
+    """Keeps audio coming: notices a dead source and starts a new one with backoff.
+
+    ``factory()`` builds a source (e.g. from the current config); ``callback(samples,
+    stamp, source)`` receives its chunks. :meth:`poll` (call it periodically, e.g.
+    from a node timer) checks the running source; when it has failed it is stopped,
+    ``on_failure(error)`` is called, and a new source is started after a backoff of
+    ``min_backoff_s`` doubling per consecutive failure up to ``max_backoff_s``. The
+    count of consecutive failures resets once a source has run for ``stable_s``.
+    Thread-safe.
+    """
+
+    def __init__(self, factory: Callable[[], AudioSource],
+                 callback: Callable[[np.ndarray, float, AudioSource], None],
+                 on_failure: Optional[Callable[[BaseException], None]] = None,
+                 min_backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 stable_s: float = 30.0, clock: Clock = time.monotonic) -> None:
+        """Keep the factory; nothing starts before :meth:`start`."""
+        self._factory = factory
+        self._callback = callback
+        self._on_failure = on_failure
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stable_s = stable_s
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.source: Optional[AudioSource] = None
+        self.failures = 0  # sources that died + restarts that failed
+        self.restarts = 0  # sources started again after a failure
+        self.last_error = ''
+        self.retry_in_s = 0.0
+        self._consecutive = 0
+        self._retry_at: Optional[float] = None
+        self._started_at = 0.0
+
+    @property
+    def state(self) -> str:
+        """'capturing', 'restarting' (waiting to retry) or 'stopped'."""
+        with self._lock:
+            if self.source is not None:
+                return 'capturing'
+            return 'restarting' if self._retry_at is not None else 'stopped'
+
+    def start(self, source: Optional[AudioSource] = None) -> AudioSource:
+        """Start ``source`` (or a new one from the factory); errors propagate."""
+        with self._lock:
+            source = source if source is not None else self._factory()
+            self._start(source)
+            return source
+
+    def _start(self, source: AudioSource) -> None:
+        source.start(lambda samples, stamp: self._callback(samples, stamp, source))
+        self.source = source
+        self._retry_at = None
+        self._started_at = self._clock()
+
+    def replace(self, factory: Callable[[], AudioSource]) -> None:
+        """Use ``factory`` from now on and switch to a new source built by it.
+
+        The new source is built before the old one stops, so a factory that raises
+        (a device that does not exist) leaves the running source as it was.
+        """
+        with self._lock:
+            new = factory()
+            self._factory = factory
+            running = self.source is not None or self._retry_at is not None
+            self._stop_source()
+            if running:
+                self._start(new)
+
+    def poll(self) -> None:
+        """Restart a failed source when its backoff has passed (call periodically)."""
+        with self._lock:
+            now = self._clock()
+            source = self.source
+            if source is not None:
+                if not source.failed:
+                    if self._consecutive and now - self._started_at >= self.stable_s:
+                        self._consecutive = 0
+                    return
+                error = source.error or RuntimeError('the audio delivery thread ended')
+                self._stop_source()
+                self._failed(error, now)
+                return
+            if self._retry_at is None or now < self._retry_at:
+                return
+            try:
+                self._start(self._factory())
+            except Exception as exc:  # noqa: B902 - retried with a longer backoff
+                self._failed(exc, now)
+                return
+            self.restarts += 1
+
+    def _failed(self, error: BaseException, now: float) -> None:
+        self.failures += 1
+        self._consecutive += 1
+        self.last_error = f'{type(error).__name__}: {error}'
+        self.retry_in_s = min(self.max_backoff_s,
+                              self.min_backoff_s * 2 ** (self._consecutive - 1))
+        self._retry_at = now + self.retry_in_s
+        if self._on_failure is not None:
+            self._on_failure(error)
+
+    def _stop_source(self) -> None:
+        source, self.source = self.source, None
+        if source is not None:
+            try:
+                source.stop()
+            except Exception:  # noqa: B902 - a broken device must not block the restart
+                pass
+
+    def stop(self) -> None:
+        """Stop capturing and retrying."""
+        with self._lock:
+            self._retry_at = None
+            self._stop_source()

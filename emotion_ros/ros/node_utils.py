@@ -227,6 +227,8 @@ class NodeHealth:
             if self._fatal:
                 return DiagnosticStatus.ERROR, '; '.join(self._fatal.values())
             if time.monotonic() - self._last_error_time < self.recover_s:
+                if level >= DiagnosticStatus.ERROR:
+                    return level, message  # the node's own ERROR says more
                 return DiagnosticStatus.ERROR, self.last_reason
             for cond_level, cond_message in sorted(self._conditions.values(), reverse=True):
                 if cond_level > level:
