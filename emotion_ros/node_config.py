@@ -61,12 +61,40 @@ class AudioNodeConfig:
     cues: AudioCueConfig = inline(AudioCueConfig, 'Audio cue extraction.')
 
 
+DURABILITY = ('volatile', 'transient_local')
+
+
 @dataclasses.dataclass(frozen=True)
 class DistressNodeConfig:
-    """Parameters of distress_node."""
+    """Parameters of distress_node (QoS and periods are read at start-up; fusion ones live)."""
 
     diagnostics_period_s: float = field(
         2.0, 'Period of /diagnostics messages.', positive=True)
+    incidents_period_s: float = field(
+        1.0, "Republish the incident list on 'incidents' this often (s), for listeners on "
+        'lossy links; 0: only when an incident changes state or level.', min=0.0)
+    incidents_depth: int = field(
+        5, "History depth of 'incidents' (reliable, transient_local: a late joiner gets the "
+        'latest lists; each holds every open incident).', min=1, max=1000)
+    alerts_reliability: str = field(
+        'reliable', "QoS reliability of the 'distress_alerts' event stream.", choices=RELIABILITY)
+    alerts_durability: str = field(
+        'volatile', "QoS durability of 'distress_alerts' (events; transient_local also lets late "
+        'joiners get the last alerts_depth events).', choices=DURABILITY)
+    alerts_depth: int = field(
+        50, "History depth of 'distress_alerts'.", min=1, max=10000)
+    publish_markers: bool = field(
+        True, "Publish a visualization_msgs/MarkerArray of open incidents on 'incident_markers' "
+        '(reliable, transient_local, depth 1) for RViz.')
+    expect_audio: bool = field(
+        True, "Audio is configured: WARN in /diagnostics when no 'audio_cues' arrived for "
+        'input_timeout_s.')
+    input_timeout_s: float = field(
+        3.0, "WARN in /diagnostics when 'persons' (or expected 'audio_cues') stop arriving for "
+        'this long.', positive=True)
+    use_node_clock: bool = field(
+        True, 'Judge stamps against the node clock (use_sim_time for bags): stamps more than '
+        'max_future_s ahead are rejected; false: against the newest stamp received.')
     fusion: FusionConfig = inline(FusionConfig, 'Distress fusion.')
 
 

@@ -52,11 +52,13 @@ def test_every_launched_executable_is_a_console_script():
 
 
 def test_launch_node_names_match_params_file_sections():
-    """Node names in the launch file are the sections of config/robot.yaml."""
+    """Node names in the launch file are the sections of config/robot.yaml, whose keys match
+    the node in any namespace ('/**/<node>')."""
     names = {ast.literal_eval(kw['name']) for name, kw in launch_calls()
              if name in ('Node', 'LifecycleNode')}
     sections = set(yaml.safe_load(CONFIG.read_text()))
-    assert names == sections
+    assert all(s.startswith('/**/') for s in sections), sections
+    assert names == {s[len('/**/'):] for s in sections}
 
 
 def test_default_params_file_exists_and_is_installed():
@@ -74,7 +76,8 @@ def test_launch_arguments_documented():
             if isinstance(call, ast.Call) and getattr(call.func, 'id', '') ==
             'DeclareLaunchArgument' for kw in [{k.arg: k.value for k in call.keywords}]}
     assert {'params_file', 'namespace', 'use_microphone', 'camera_topic', 'audio_topic',
-            'log_level'} <= set(args)
+            'log_level', 'cameras', 'image_topic_pattern', 'camera_info_topic_pattern',
+            'depth_topic_pattern'} <= set(args)
     assert all('description' in kw for kw in args.values())
 
 
@@ -82,7 +85,8 @@ def test_launch_arguments_documented():
 def test_every_config_key_is_declared_by_its_node(node):
     """Every key of config/robot.yaml is a parameter its node declares, and every declared
     parameter is in the file (so the file documents all of them)."""
-    file_keys = set(nested_to_flat(yaml.safe_load(CONFIG.read_text())[node]['ros__parameters']))
+    section = yaml.safe_load(CONFIG.read_text())[f'/**/{node}']
+    file_keys = set(nested_to_flat(section['ros__parameters']))
     declared = set(flatten(NODE_CONFIGS[node]))
     assert file_keys - declared == set(), f'undeclared keys in robot.yaml: {file_keys - declared}'
     assert declared - file_keys == set(), f'missing from robot.yaml: {declared - file_keys}'
@@ -103,6 +107,8 @@ def test_robot_config_loads_for_the_offline_pipeline():
     """load_robot_config builds the pipeline configuration from the same file."""
     robot = load_robot_config(str(CONFIG))
     assert robot.perception.max_rate_hz > 0 and robot.fusion.cooldown_s >= 0
+    assert robot.fusion.min_evidence_s == load_node_config(
+        str(CONFIG), 'distress_node').fusion.min_evidence_s
 
 
 def test_typo_in_params_file_is_reported(tmp_path):
@@ -112,3 +118,38 @@ def test_typo_in_params_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match=r'distress_node.*cooldwn_s'):
         load_node_config(str(bad), 'distress_node')
     assert 'distress_node' in read_params_file(str(bad))
+
+
+def get_parameters(ros_node, node_name, names):
+    """Values of parameters of a running node, via its get_parameters service."""
+    from rcl_interfaces.srv import GetParameters
+    from conftest import wait_until
+    client = ros_node('param_reader').create_client(GetParameters,
+                                                    f'{node_name}/get_parameters')
+    assert wait_until(client.service_is_ready, 60, ros_node.spin), f'{node_name} not up'
+    future = client.call_async(GetParameters.Request(names=list(names)))
+    assert wait_until(future.done, 30, ros_node.spin)
+    out = {}
+    for name, value in zip(names, future.result().values):
+        out[name] = (value.double_value, value.integer_value, value.string_value,
+                     value.bool_value)
+    return out
+
+
+@pytest.mark.parametrize('namespace', ['/cam_left', '/robot1/cam_right'])
+def test_namespaced_nodes_read_the_params_file(start_node, ros_node, tmp_path, namespace):
+    """config/robot.yaml (with two values edited, as a user would) configures real nodes
+    started in a namespace: they read the file's values, not their defaults."""
+    text = CONFIG.read_text()
+    assert '    cooldown_s: 0.0\n' in text and '    max_rate_hz: 5.0\n' in text
+    edited = tmp_path / 'robot.yaml'
+    edited.write_text(text.replace('    cooldown_s: 0.0\n', '    cooldown_s: 42.0\n')
+                      .replace('    max_rate_hz: 5.0\n', '    max_rate_hz: 3.5\n'))
+    args = ['--ros-args', '-r', f'__ns:={namespace}', '--params-file', str(edited)]
+    start_node('distress_node', *args)
+    start_node('perception_node', *args)
+    distress = get_parameters(ros_node, f'{namespace}/distress_node',
+                              ['cooldown_s', 'incidents_depth'])
+    assert distress['cooldown_s'][0] == 42.0 and distress['incidents_depth'][1] == 5
+    perception = get_parameters(ros_node, f'{namespace}/perception_node', ['max_rate_hz'])
+    assert perception['max_rate_hz'][0] == 3.5

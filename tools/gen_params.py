@@ -17,12 +17,16 @@ from emotion_ros.config import defaults, flatten
 from emotion_ros.node_config import NODE_CONFIGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Section keys match the node name in any namespace (rcl parameter-file wildcards).
+SECTION_PREFIX = '/**/'
 HEADER = """\
 # Parameters of every emotion_ros node (ROS 2 parameters-file format).
 # Used by: ros2 launch emotion_ros robot.launch.py (params_file), the nodes'
 # --ros-args --params-file, `emotion-ros evaluate --config`, and the benchmarks.
 # Generated from the config dataclasses by tools/gen_params.py, then edit freely:
 # tests check every key here is declared by its node. Docs: docs/parameters.md.
+# Keys are '/**/<node name>': they match the node in any namespace (one perception
+# node per camera under /cam_left, /cam_right, ... all read their section).
 """
 
 
@@ -53,7 +57,7 @@ def render_yaml() -> str:
     for node, cls in NODE_CONFIGS.items():
         fields = flatten(cls)
         values = defaults(cls)
-        lines.append(f'{node}:\n  ros__parameters:')
+        lines.append(f'{SECTION_PREFIX}{node}:\n  ros__parameters:')
 
         def emit(tree: Dict[str, Any], prefix: str, indent: int) -> None:
             pad = ' ' * indent

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import numpy as np
 from builtin_interfaces.msg import Time
-from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, PersonEmotion,
-                                  PersonEmotionArray)
+from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, Incident, PersonEmotion,
+                                  PersonEmotionArray, PersonPosition, Transcript)
+from geometry_msgs.msg import Point, PointStamped
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -15,7 +16,8 @@ from emotion_ros.contract import CATEGORIES, NUM_CATEGORIES
 from emotion_ros.errors import InputError
 from emotion_ros.image_codec import decode_compressed, decode_image, encode_image
 from emotion_ros.types import (Alert, AudioCueResult, EmotionOutput, FrameResult,
-                               PersonEstimate)
+                               LEVEL_NAMES as _LEVEL_NAMES, PersonEstimate, Position)
+from emotion_ros.types import Transcript as TranscriptResult
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -65,6 +67,11 @@ def person_to_msg(person: PersonEstimate, header: Header) -> PersonEmotion:
     msg = PersonEmotion()
     msg.header = header
     msg.track_id = int(person.track_id)
+    msg.camera = person.camera
+    msg.evidence_weight = float(person.evidence_weight)
+    if person.position is not None:
+        msg.has_position = True
+        msg.position = position_to_msg(person.position, header.stamp)
     msg.x_min, msg.y_min, msg.x_max, msg.y_max = (float(v) for v in person.box)
     msg.detection_confidence = float(person.detection_confidence)
     msg.category_names = list(CATEGORIES)
@@ -81,7 +88,7 @@ def person_to_msg(person: PersonEstimate, header: Header) -> PersonEmotion:
 def frame_to_msg(result: FrameResult, processing_ms: float) -> PersonEmotionArray:
     """FrameResult -> PersonEmotionArray."""
     header = make_header(result.stamp, result.frame_id)
-    return PersonEmotionArray(header=header, image_width=result.width,
+    return PersonEmotionArray(header=header, camera=result.camera, image_width=result.width,
                               image_height=result.height,
                               persons=[person_to_msg(p, header) for p in result.persons],
                               processing_ms=float(processing_ms))
@@ -104,17 +111,73 @@ def msg_to_person(msg: PersonEmotion) -> PersonEstimate:
             vector[index[name]] = min(max(score, 0.0), 1.0)
     emotion = EmotionOutput(scores=vector, vad=(msg.valence, msg.arousal, msg.dominance),
                             face_visible=msg.face_visible, explanation=msg.explanation)
+    weight = float(msg.evidence_weight)
     return PersonEstimate(track_id=msg.track_id,
                           box=(msg.x_min, msg.y_min, msg.x_max, msg.y_max),
                           detection_confidence=msg.detection_confidence, emotion=emotion,
-                          model_id=msg.model_id, crop_jpeg=bytes(msg.crop.data))
+                          model_id=msg.model_id, crop_jpeg=bytes(msg.crop.data),
+                          camera=msg.camera,
+                          evidence_weight=weight if math.isfinite(weight) and weight > 0 else 0.0,
+                          position=msg_to_position(msg.position) if msg.has_position else None)
 
 
 def msg_to_frame(msg: PersonEmotionArray) -> FrameResult:
     """PersonEmotionArray -> FrameResult (timings are not carried)."""
+    persons = [msg_to_person(p) for p in msg.persons]
+    camera = msg.camera
+    for person in persons:
+        # Track ids are per camera: persons without a camera take the array's.
+        person.camera = person.camera or camera
     return FrameResult(stamp=stamp_to_sec(msg.header.stamp), frame_id=msg.header.frame_id,
                        width=msg.image_width, height=msg.image_height,
-                       persons=[msg_to_person(p) for p in msg.persons], timings_ms={})
+                       persons=persons, timings_ms={}, camera=camera)
+
+
+# ---------------------------------------------------------------- positions
+def position_to_msg(position: Position, stamp: Time) -> PersonPosition:
+    """Position -> PersonPosition (the point stamped like the image it was seen in)."""
+    msg = PersonPosition(camera_frame=position.camera_frame, azimuth=float(position.azimuth),
+                         elevation=float(position.elevation), source=position.source)
+    msg.point = PointStamped(header=Header(stamp=stamp, frame_id=position.frame_id))
+    if position.has_point:
+        msg.has_point = True
+        msg.point.point = Point(x=float(position.xyz[0]), y=float(position.xyz[1]),
+                                z=float(position.xyz[2]))
+        msg.covariance = [float(v) for v in position.covariance]
+    return msg
+
+
+def msg_to_position(msg: PersonPosition) -> Position:
+    """PersonPosition -> Position (NaN point when it has none)."""
+    nan = math.nan
+    if msg.has_point:
+        xyz = (msg.point.point.x, msg.point.point.y, msg.point.point.z)
+        cov = tuple(float(v) for v in msg.covariance)
+    else:
+        xyz, cov = (nan, nan, nan), (nan,) * 9
+    return Position(frame_id=msg.point.header.frame_id or msg.camera_frame, xyz=xyz,
+                    covariance=cov, azimuth=msg.azimuth, elevation=msg.elevation,
+                    camera_frame=msg.camera_frame, source=msg.source or 'bearing')
+
+
+# -------------------------------------------------------------- transcripts
+def msg_to_transcript(msg: Transcript) -> TranscriptResult:
+    """emotion_ros_msgs/Transcript -> plain Transcript."""
+    return TranscriptResult(
+        stamp=stamp_to_sec(msg.header.stamp), end=stamp_to_sec(msg.end),
+        frame_id=msg.header.frame_id, text=msg.text, help_detected=msg.help_detected,
+        help_phrase=msg.help_phrase, help_score=msg.help_score, language=msg.language,
+        confidence=msg.confidence, detector=msg.detector)
+
+
+def transcript_to_msg(transcript: TranscriptResult) -> Transcript:
+    """Plain Transcript -> emotion_ros_msgs/Transcript."""
+    return Transcript(header=make_header(transcript.stamp, transcript.frame_id),
+                      end=sec_to_stamp(transcript.end), text=transcript.text,
+                      language=transcript.language, confidence=float(transcript.confidence),
+                      help_detected=bool(transcript.help_detected),
+                      help_phrase=transcript.help_phrase,
+                      help_score=float(transcript.help_score), detector=transcript.detector)
 
 
 # -------------------------------------------------------------------- audio
@@ -156,28 +219,77 @@ def msg_to_cues(msg: AudioCues) -> AudioCueResult:
 
 # ------------------------------------------------------------------- alerts
 def alert_to_msg(alert: Alert, frame_id: str = '') -> DistressAlert:
-    """Alert -> DistressAlert."""
-    header = make_header(alert.stamp, frame_id)
-    msg = DistressAlert(header=header, track_id=int(alert.track_id), level=int(alert.level),
-                        score=float(alert.score), reasons=list(alert.reasons))
+    """Alert -> DistressAlert (header: the evidence's stamp and frame_id)."""
+    header = make_header(alert.stamp, alert.frame_id or frame_id)
+    msg = DistressAlert(header=header, incident_id=int(alert.incident_id),
+                        track_id=int(alert.track_id), camera=alert.camera,
+                        level=int(alert.level), score=float(alert.score),
+                        reasons=list(alert.reasons))
     if alert.person is not None:
         msg.has_person = True
-        msg.person = person_to_msg(alert.person, make_header(alert.stamp, frame_id))
+        stamp = alert.person_stamp if math.isfinite(alert.person_stamp) else alert.stamp
+        person_header = make_header(stamp, alert.person_frame_id or alert.frame_id or frame_id)
+        msg.person = person_to_msg(alert.person, person_header)
+        if alert.person.position is not None:
+            msg.has_position = True
+            msg.position = msg.person.position
     if alert.audio is not None:
         msg.has_audio = True
-        msg.audio = cues_to_msg(alert.audio, frame_id)
+        msg.audio = cues_to_msg(alert.audio, alert.frame_id or frame_id)
+    if alert.transcript is not None:
+        msg.has_transcript = True
+        msg.transcript = transcript_to_msg(alert.transcript)
     return msg
 
 
-LEVEL_NAMES = {DistressAlert.LEVEL_WATCH: 'WATCH', DistressAlert.LEVEL_DISTRESS: 'DISTRESS',
-               DistressAlert.LEVEL_EMERGENCY: 'EMERGENCY'}
+def incident_to_msg(incident) -> Incident:
+    """emotion_ros.incidents.Incident -> emotion_ros_msgs/Incident."""
+    msg = Incident(header=make_header(incident.stamp, incident.frame_id), id=int(incident.id),
+                   state=int(incident.state), level=int(incident.level),
+                   score=float(incident.score), first_seen=sec_to_stamp(incident.first_seen),
+                   last_seen=sec_to_stamp(incident.last_seen), reasons=list(incident.reasons),
+                   acknowledged=incident.acknowledged, confirmed=incident.confirmed,
+                   rejected=incident.rejected, note=incident.note,
+                   resolution=incident.resolution, alert_count=int(incident.alerts),
+                   cameras=sorted(incident.cameras), tracks=incident.track_names,
+                   help_heard=incident.help_heard)
+    if incident.position is not None:
+        stamp = incident.person_stamp if math.isfinite(incident.person_stamp) else \
+            incident.stamp
+        msg.has_position = True
+        msg.position = position_to_msg(incident.position, sec_to_stamp(stamp))
+    if incident.person is not None and not incident.audio_only:
+        msg.has_person = True
+        msg.person = person_to_msg(incident.person, make_header(
+            incident.person_stamp if math.isfinite(incident.person_stamp) else incident.stamp,
+            incident.person_frame_id))
+    if incident.audio is not None:
+        msg.has_audio = True
+        msg.audio = cues_to_msg(incident.audio, _audio_frame(incident))
+    if incident.transcript is not None:
+        msg.has_transcript = True
+        msg.transcript = transcript_to_msg(incident.transcript)
+    return msg
+
+
+def _audio_frame(incident) -> str:
+    if incident.transcript is not None:
+        return incident.transcript.frame_id
+    return incident.frame_id if incident.audio_only else ''
+
+
+LEVEL_NAMES = dict(_LEVEL_NAMES)
 
 
 def alert_to_dict(msg: DistressAlert) -> dict:
     """DistressAlert -> JSON-ready dict (for logs, the demo summary, the evaluation)."""
-    out = {'stamp': stamp_to_sec(msg.header.stamp), 'track_id': int(msg.track_id),
+    out = {'stamp': stamp_to_sec(msg.header.stamp), 'frame_id': msg.header.frame_id,
+           'incident_id': int(msg.incident_id), 'track_id': int(msg.track_id),
+           'camera': msg.camera,
            'level': LEVEL_NAMES.get(msg.level, str(msg.level)), 'score': round(msg.score, 4),
            'reasons': list(msg.reasons)}
+    if msg.has_position:
+        out['position'] = position_to_dict(msg.position)
     if msg.has_person:
         p = msg.person
         top = sorted(zip(p.category_names, p.category_scores), key=lambda t: -t[1])[:5]
@@ -193,11 +305,51 @@ def alert_to_dict(msg: DistressAlert) -> dict:
     return out
 
 
+def position_to_dict(msg: PersonPosition) -> dict:
+    """PersonPosition -> JSON-ready dict."""
+    out = {'camera_frame': msg.camera_frame, 'azimuth_deg': round(math.degrees(msg.azimuth), 2),
+           'elevation_deg': round(math.degrees(msg.elevation), 2), 'source': msg.source}
+    if msg.has_point:
+        p = msg.point.point
+        out['frame_id'] = msg.point.header.frame_id
+        out['xyz'] = [round(p.x, 3), round(p.y, 3), round(p.z, 3)]
+        out['sigma_m'] = round(math.sqrt(max(msg.covariance[0], msg.covariance[4],
+                                             msg.covariance[8], 0.0)), 3)
+    return out
+
+
 def format_alert(msg: DistressAlert) -> str:
     """One readable line for an operator log."""
     who = 'audio only' if msg.track_id == DistressAlert.AUDIO_ONLY else f'person #{msg.track_id}'
+    if msg.camera and msg.track_id != DistressAlert.AUDIO_ONLY:
+        who += f' ({msg.camera})'
     return (f'[{LEVEL_NAMES.get(msg.level, msg.level)}] {who} score {msg.score:.2f} '
-            f't={stamp_to_sec(msg.header.stamp):.2f}s: ' + '; '.join(msg.reasons))
+            f't={stamp_to_sec(msg.header.stamp):.2f}s incident {msg.incident_id}: '
+            + '; '.join(msg.reasons))
+
+
+STATE_NAMES = {Incident.STATE_NEW: 'NEW', Incident.STATE_UPDATED: 'UPDATED',
+               Incident.STATE_ESCALATED: 'ESCALATED', Incident.STATE_ACKNOWLEDGED: 'ACKNOWLEDGED',
+               Incident.STATE_CONFIRMED: 'CONFIRMED', Incident.STATE_REJECTED: 'REJECTED',
+               Incident.STATE_RESOLVED: 'RESOLVED', Incident.STATE_STALE: 'STALE'}
+
+
+def format_incident(msg: Incident) -> str:
+    """One readable line per incident for an operator view."""
+    where = ''
+    if msg.has_position and msg.position.has_point:
+        p = msg.position.point.point
+        where = f' at ({p.x:.1f}, {p.y:.1f}, {p.z:.1f}) m in {msg.position.point.header.frame_id}'
+    elif msg.has_position:
+        where = f' bearing {math.degrees(msg.position.azimuth):+.0f} deg in ' \
+            f'{msg.position.camera_frame}'
+    marks = (('ack', msg.acknowledged), ('confirmed', msg.confirmed),
+             ('rejected', msg.rejected))
+    flags = ''.join(f' [{f}]' for f, on in marks if on)
+    who = ', '.join(msg.tracks) or 'audio only'
+    return (f'#{msg.id} {LEVEL_NAMES.get(msg.level, msg.level)} '
+            f'{STATE_NAMES.get(msg.state, msg.state)}{flags} score {msg.score:.2f} ({who})'
+            f'{where}: ' + '; '.join(msg.reasons))
 
 
 def _finite(value: float) -> object:

@@ -1,48 +1,120 @@
-"""distress_node: person estimates + audio cues in, distress alerts and /diagnostics out."""
+"""distress_node: person estimates + audio cues + transcripts in; incidents, alerts, markers out.
+
+Outputs and their QoS (docs/messages.md):
+- ``incidents`` (IncidentArray): state, reliable + transient_local, depth
+  ``incidents_depth``; published when an incident changes state or level and
+  every ``incidents_period_s``.
+- ``distress_alerts`` (DistressAlert): events (creation, level rise), reliable
+  + volatile by default (``alerts_*`` parameters).
+- ``incident_markers`` (MarkerArray): reliable + transient_local, depth 1.
+- services ``list_incidents``, ``acknowledge_incident``, ``confirm_incident``,
+  ``reject_incident``, ``resolve_incident``.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import List
 
 from diagnostic_msgs.msg import DiagnosticStatus
-from emotion_ros_msgs.msg import AudioCues, DistressAlert, PersonEmotionArray
+from emotion_ros_msgs.msg import (AudioCues, DistressAlert, IncidentArray, PersonEmotionArray,
+                                  Transcript)
+from emotion_ros_msgs.srv import IncidentCommand, ListIncidents
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import MarkerArray
 
 from emotion_ros.errors import InputError
 from emotion_ros.fusion import DistressFusion
+from emotion_ros.incidents import COMMANDS
 from emotion_ros.node_config import DistressNodeConfig
 from emotion_ros.ros import conversions
-from emotion_ros.ros.node_utils import (BadInputLog, declare_config, Diagnostics, RateMeter,
-                                        reliability_qos, run_node)
+from emotion_ros.ros.markers import incident_markers
+from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
+                                        NodeHealth, RateMeter, reliability_qos, run_node)
+from emotion_ros.types import Alert
+
+#: Parameters that shape publishers, timers and QoS: set them at start-up.
+READ_ONLY = ('diagnostics_period_s', 'incidents_period_s', 'incidents_depth', 'alerts_',
+             'publish_markers')
+
+
+def qos(reliability: str, durability: str, depth: int) -> QoSProfile:
+    """A keep-last QoS profile from parameter words."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                     else ReliabilityPolicy.BEST_EFFORT),
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if durability == 'transient_local'
+                    else DurabilityPolicy.VOLATILE))
 
 
 class DistressNode(Node):
-    """Fuses per-person emotions and audio cues over time into distress alerts."""
+    """Fuses per-person emotions, audio cues and transcripts into incidents and alerts."""
 
     def __init__(self) -> None:
         super().__init__('distress_node')
-        self.config = declare_config(self, DistressNodeConfig)
-        self.fusion = DistressFusion(self.config.fusion)
+        self.health = NodeHealth(self)
+        self._lock = threading.RLock()
+        self.config = declare_config(self, DistressNodeConfig, on_change=self._apply_config,
+                                     read_only=READ_ONLY)
+        cfg = self.config
+        self.fusion = DistressFusion(cfg.fusion)
         self.bad_inputs = BadInputLog(self)
-        # Alerts are few and must not be lost: reliable, with history for late readers.
-        self._pub = self.create_publisher(DistressAlert, 'distress_alerts',
-                                          reliability_qos('reliable', depth=50))
+        self._alert_pub = self.create_publisher(
+            DistressAlert, 'distress_alerts',
+            qos(cfg.alerts_reliability, cfg.alerts_durability, cfg.alerts_depth))
+        self._incident_pub = self.create_publisher(
+            IncidentArray, 'incidents', qos('reliable', 'transient_local', cfg.incidents_depth))
+        self._marker_pub = None
+        if cfg.publish_markers:
+            self._marker_pub = self.create_publisher(
+                MarkerArray, 'incident_markers', qos('reliable', 'transient_local', 1))
         self.create_subscription(PersonEmotionArray, 'persons', self._on_persons,
                                  reliability_qos('reliable', depth=10))
         self.create_subscription(AudioCues, 'audio_cues', self._on_cues,
                                  reliability_qos('reliable', depth=20))
+        self.create_subscription(Transcript, 'transcripts', self._on_transcript,
+                                 reliability_qos('reliable', depth=20))
+        self.create_service(ListIncidents, 'list_incidents', self._on_list)
+        for action in COMMANDS:
+            self.create_service(IncidentCommand, f'{action}_incident',
+                                self._command_handler(action))
         self._frame_rate = RateMeter()
         self._cue_rate = RateMeter()
-        self._alerts = 0
+        self._last_persons_t = time.monotonic()
+        self._last_cues_t = time.monotonic()
+        self._cues_seen = 0
+        self._transcripts = 0
         self._alerts_by_level = {}
-        self._latency_ms = []  # image stamp -> alert published, wall clock (bounded)
+        self._latency_ms: List[float] = []  # evidence stamp -> alert published (bounded)
         self._last_model = ''
         self._last_persons = 0
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
-        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        self._signature = None
+        self._marker_ids: set = set()
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_fully_qualified_name()}')
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        if cfg.incidents_period_s > 0:
+            self.create_timer(cfg.incidents_period_s, self._republish)
+        self._publish_incidents()  # an empty latched list: listeners know the node is up
 
+    # ----------------------------------------------------------- parameters
+    def _apply_config(self, config: DistressNodeConfig) -> None:
+        with self._lock:
+            self.fusion.reconfigure(config.fusion)
+            self.config = config
+
+    # --------------------------------------------------------------- inputs
+    def _now(self):
+        if not self.config.use_node_clock:
+            return None
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    @boundary('subscription', 'persons')
     def _on_persons(self, msg: PersonEmotionArray) -> None:
         self._frame_rate.tick()
+        self._last_persons_t = time.monotonic()
         try:
             frame = conversions.msg_to_frame(msg)
         except InputError as exc:
@@ -51,46 +123,142 @@ class DistressNode(Node):
         self._last_persons = len(frame.persons)
         if frame.persons:
             self._last_model = frame.persons[0].model_id
-        self._publish(self.fusion.update_frame(frame), msg.header.frame_id)
+        with self._lock:
+            alerts = self.fusion.update_frame(frame, self._now())
+            self._after_update(alerts)
 
+    @boundary('subscription', 'audio_cues')
     def _on_cues(self, msg: AudioCues) -> None:
         self._cue_rate.tick()
-        self._publish(self.fusion.update_audio(conversions.msg_to_cues(msg)),
-                      msg.header.frame_id)
+        self._last_cues_t = time.monotonic()
+        self._cues_seen += 1
+        with self._lock:
+            alerts = self.fusion.update_audio(conversions.msg_to_cues(msg), msg.header.frame_id,
+                                              self._now())
+            self._after_update(alerts)
 
-    def _publish(self, alerts, frame_id: str) -> None:
+    @boundary('subscription', 'transcripts')
+    def _on_transcript(self, msg: Transcript) -> None:
+        self._transcripts += 1
+        with self._lock:
+            alerts = self.fusion.update_transcript(conversions.msg_to_transcript(msg),
+                                                   self._now())
+            self._after_update(alerts)
+
+    def _after_update(self, alerts: List[Alert]) -> None:
+        for kind, message in self.fusion.clock.drain_events():
+            if kind in ('future_stamp', 'bad_stamp'):
+                self.bad_inputs.report(kind, message)
+            else:
+                self.get_logger().warning(message)
         for alert in alerts:
-            msg = conversions.alert_to_msg(alert, frame_id)
-            self._pub.publish(msg)
-            self._alerts += 1
-            self._alerts_by_level[alert.level] = self._alerts_by_level.get(alert.level, 0) + 1
-            # Latency from the evidence's stamp, meaningful when stamps are wall-clock time.
-            latency = (time.time() - alert.stamp) * 1e3
-            self._latency_ms = (self._latency_ms + [latency])[-100:]
-            self.get_logger().info(conversions.format_alert(msg))
+            self._publish_alert(alert)
+        signature = self._incident_signature()
+        if alerts or signature != self._signature:
+            self._publish_incidents()
 
+    def _publish_alert(self, alert: Alert) -> None:
+        msg = conversions.alert_to_msg(alert)
+        incident = self.fusion.get(alert.incident_id)
+        if incident is not None and incident.position is not None and not msg.has_position:
+            msg.has_position = True
+            msg.position = conversions.position_to_msg(incident.position, msg.header.stamp)
+        self._alert_pub.publish(msg)
+        self._alerts_by_level[alert.level] = self._alerts_by_level.get(alert.level, 0) + 1
+        # Latency from the evidence's stamp, meaningful when stamps are wall-clock time.
+        latency = (time.time() - alert.stamp) * 1e3
+        self._latency_ms = (self._latency_ms + [latency])[-100:]
+        self.get_logger().info(conversions.format_alert(msg))
+
+    # -------------------------------------------------------------- outputs
+    def _incident_signature(self):
+        return tuple((i.id, i.state, i.level, i.acknowledged, i.confirmed, i.rejected,
+                      len(i.tracks)) for i in self.fusion.incidents())
+
+    def _publish_incidents(self) -> None:
+        incidents = self.fusion.incidents()
+        self._signature = self._incident_signature()
+        array = IncidentArray(incidents=[conversions.incident_to_msg(i) for i in incidents])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._incident_pub.publish(array)
+        if self._marker_pub is not None:
+            markers, self._marker_ids = incident_markers(array, self._marker_ids)
+            self._marker_pub.publish(markers)
+
+    @boundary('timer', 'republish')
+    def _republish(self) -> None:
+        with self._lock:
+            self._publish_incidents()
+
+    # ------------------------------------------------------------- services
+    @boundary('service', 'list_incidents')
+    def _on_list(self, request: ListIncidents.Request,
+                 response: ListIncidents.Response) -> ListIncidents.Response:
+        with self._lock:
+            incidents = self.fusion.incidents(include_closed=request.include_closed)
+            response.incidents = [conversions.incident_to_msg(i) for i in incidents]
+        return response
+
+    def _command_handler(self, action: str):
+        def handle(request: IncidentCommand.Request,
+                   response: IncidentCommand.Response) -> IncidentCommand.Response:
+            with self._lock:
+                ok, message, incident = self.fusion.command(int(request.id), action,
+                                                            request.note)
+                response.success, response.message = ok, message
+                if incident is not None:
+                    response.incident = conversions.incident_to_msg(incident)
+                if ok:
+                    self.get_logger().info(f'operator: {message}'
+                                           + (f' ({request.note})' if request.note else ''))
+                    self._publish_incidents()
+            return response
+        return self.health.wrap(handle, 'service', f'{action}_incident')
+
+    # ---------------------------------------------------------- diagnostics
+    @boundary('timer', 'diagnostics')
     def _publish_diagnostics(self) -> None:
-        values = {'person_frames_rate_hz': self._frame_rate.rate,
-                  'audio_cues_rate_hz': self._cue_rate.rate, 'alerts_total': self._alerts,
-                  'persons_in_last_frame': self._last_persons,
-                  'tracks_followed': len(self.fusion.scores()) - 1,
-                  'model': self._last_model or 'no estimates yet'}
+        cfg = self.config
+        with self._lock:
+            incidents = self.fusion.incidents(include_closed=False)
+            values = {'person_frames_rate_hz': self._frame_rate.rate,
+                      'audio_cues_rate_hz': self._cue_rate.rate,
+                      'transcripts_total': self._transcripts,
+                      'alerts_total': self.fusion.counters['alerts'],
+                      'incidents_open': len(incidents),
+                      'incidents_created_total': self.fusion.counters['incidents_created'],
+                      'alerts_suppressed_rejected': self.fusion.counters['suppressed_rejected'],
+                      'clock_steps_back': self.fusion.clock.clock_steps,
+                      'future_stamps_rejected': self.fusion.clock.future_rejected,
+                      'persons_in_last_frame': self._last_persons,
+                      'tracks_followed': self.fusion.tracks_followed,
+                      'model': self._last_model or 'no estimates yet'}
         for level, name in conversions.LEVEL_NAMES.items():
             values[f'alerts.{name}'] = self._alerts_by_level.get(level, 0)
+            values[f'incidents_open.{name}'] = sum(1 for i in incidents if i.level == level)
         if self._latency_ms:
             ordered = sorted(self._latency_ms)
             values['alert_latency_ms.p50'] = ordered[len(ordered) // 2]
             values['alert_latency_ms.max'] = ordered[-1]
-        level = DiagnosticStatus.OK
-        message = 'ok'
-        if self._frame_rate.rate == 0.0:
-            level, message = DiagnosticStatus.WARN, 'no person estimates received recently'
-        self.diagnostics.publish(values, level, message, self.bad_inputs)
+        level, problems = DiagnosticStatus.OK, []
+        now = time.monotonic()
+        if now - self._last_persons_t > cfg.input_timeout_s:
+            problems.append(f'no person estimates for {now - self._last_persons_t:.0f} s')
+        if cfg.expect_audio and now - self._last_cues_t > cfg.input_timeout_s:
+            what = 'stopped' if self._cues_seen else 'never arrived'
+            problems.append(f'audio cues {what} ({now - self._last_cues_t:.0f} s; is '
+                            'audio_node running? expect_audio: false if there is no audio)')
+        if self.fusion.clock.future_rejected or self.fusion.clock.clock_steps:
+            values['time'] = (f'{self.fusion.clock.clock_steps} clock steps back, '
+                              f'{self.fusion.clock.future_rejected} future stamps rejected')
+        if problems:
+            level = DiagnosticStatus.WARN
+        self.diagnostics.publish(values, level, '; '.join(problems) or 'ok', self.bad_inputs)
 
 
 def main(args=None) -> None:
     """Run the distress node."""
-    run_node(DistressNode)
+    run_node(DistressNode, args=args)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,318 @@
+"""Incidents through real topics: a distress_node process, estimates and cues from the test."""
+
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, Incident, IncidentArray,
+                                  PersonEmotionArray)
+from emotion_ros_msgs.srv import IncidentCommand, ListIncidents
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import MarkerArray
+
+from conftest import wait_until
+from emotion_ros.contract import CATEGORY_INDEX, NUM_CATEGORIES
+from emotion_ros.ros import conversions
+from emotion_ros.types import (AudioCueResult, EmotionOutput, FrameResult, LEVEL_DISTRESS,
+                               LEVEL_EMERGENCY, PersonEstimate, Position)
+from rosgraph import params
+
+LATCHED = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def estimate(track_id, fear, box=(100, 50, 160, 250), camera='', xyz=None, valence=None):
+    """A person estimate (fear score, low valence with fear)."""
+    scores = np.zeros(NUM_CATEGORIES, np.float32)
+    scores[CATEGORY_INDEX['Fear']] = fear
+    scores[CATEGORY_INDEX['Happiness']] = 0.8 if fear == 0 else 0.0
+    valence = valence if valence is not None else (2.0 if fear > 0.5 else 6.5)
+    position = None
+    if xyz is not None:
+        cov = (0.02, 0, 0, 0, 0.02, 0, 0, 0, 0.02)
+        position = Position(frame_id='map', xyz=xyz, covariance=cov,
+                            azimuth=0.1, elevation=0.0, camera_frame=f'{camera}_optical',
+                            source='depth')
+    return PersonEstimate(track_id=track_id, box=box, detection_confidence=0.9,
+                          emotion=EmotionOutput(scores=scores, vad=(valence, 6.0, 4.0)),
+                          model_id='test', camera=camera, evidence_weight=1.0,
+                          position=position)
+
+
+def cues(stamp, help_detected=False):
+    """One audio cue window."""
+    return AudioCueResult(stamp=stamp, window_s=1.5, speech_probability=0.9,
+                          voice_active=help_detected, help_detected=help_detected,
+                          keywords=['help'] if help_detected else [],
+                          keyword_confidence=0.9 if help_detected else 0.0, scream_score=0.0,
+                          loudness_dbfs=-20.0, pitch_hz=200.0, spectral_centroid_hz=900.0,
+                          vocal_arousal=5.0)
+
+
+class Driver:
+    """The test's side of the graph: publishes estimates/cues, collects alerts and incidents."""
+
+    def __init__(self, ros_node, name='incident_driver'):
+        self.spin = ros_node.spin
+        self.node = node = ros_node(name)
+        self.alerts, self.incidents, self.diags, self.markers = [], [], [], []
+        node.create_subscription(DistressAlert, 'distress_alerts', self.alerts.append, 100)
+        node.create_subscription(IncidentArray, 'incidents', self.incidents.append, LATCHED)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 50)
+        node.create_subscription(MarkerArray, 'incident_markers', self.markers.append, LATCHED)
+        self.persons = node.create_publisher(PersonEmotionArray, 'persons', 50)
+        self.cues = node.create_publisher(AudioCues, 'audio_cues', 50)
+        self.clients = {}
+
+    def wait_connected(self, process):
+        """Until the distress node subscribes to what we publish."""
+        assert wait_until(lambda: self.persons.get_subscription_count() > 0
+                          and self.cues.get_subscription_count() > 0, 60, self.spin), \
+            process.output()[-3000:]
+
+    def frame(self, stamp, persons, camera='', frame_id='cam_optical'):
+        """Publish one PersonEmotionArray and let the graph breathe."""
+        result = FrameResult(stamp=stamp, frame_id=frame_id, width=640, height=480,
+                             persons=persons, timings_ms={}, camera=camera)
+        self.persons.publish(conversions.frame_to_msg(result, 1.0))
+        self.spin(0.01)
+
+    def cue(self, stamp, help_detected=False, frame_id='mic'):
+        """Publish one AudioCues."""
+        self.cues.publish(conversions.cues_to_msg(cues(stamp, help_detected), frame_id))
+        self.spin(0.01)
+
+    def settle(self, predicate, timeout=20):
+        """Spin until ``predicate()`` or the deadline."""
+        return wait_until(predicate, timeout, self.spin)
+
+    def call(self, srv_type, name, request):
+        """Call a service of the distress node."""
+        client = self.clients.get(name) or self.node.create_client(srv_type, name)
+        self.clients[name] = client
+        assert wait_until(client.service_is_ready, 30, self.spin)
+        future = client.call_async(request)
+        assert wait_until(future.done, 30, self.spin)
+        return future.result()
+
+    def open_incidents(self):
+        """Open incidents of the newest latched list."""
+        if not self.incidents:
+            return []
+        return [i for i in self.incidents[-1].incidents if i.state != Incident.STATE_RESOLVED]
+
+
+def message_time_node(start_node, *overrides):
+    """A distress node judging stamps against the newest stamp (the test's own time line)."""
+    return start_node('distress_node', *params('use_node_clock:=false', 'expect_audio:=false',
+                                               *overrides))
+
+
+def test_out_of_view_and_back_is_one_incident(start_node, ros_node):
+    """A frightened person out of view for 3 s and back (new track id) is one incident: no
+    second alert, both tracks listed."""
+    node = message_time_node(start_node)
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    t0 = 1000.0
+    for k in range(15):
+        drv.frame(t0 + 0.2 * k, [estimate(1, 0.95)])
+    for k in range(15):  # 3 s nobody
+        drv.frame(t0 + 3.0 + 0.2 * k, [])
+    for k in range(15):
+        drv.frame(t0 + 6.0 + 0.2 * k, [estimate(8, 0.95, box=(130, 60, 190, 255))])
+    assert drv.settle(lambda: drv.open_incidents()
+                      and len(drv.open_incidents()[0].tracks) == 2), node.output()[-3000:]
+    assert len({a.incident_id for a in drv.alerts}) == 1
+    levels = [a.level for a in drv.alerts]
+    assert levels == sorted(set(levels)), levels
+    [incident] = drv.open_incidents()
+    assert incident.tracks == ['cam_optical/1', 'cam_optical/8']
+    assert all(a.header.frame_id == 'cam_optical' for a in drv.alerts)
+
+
+def test_call_for_help_leave_come_back_is_one_incident_that_escalates(start_node, ros_node):
+    """He calls for help in view, leaves while it is heard, comes back frightened: one
+    incident, DISTRESS then EMERGENCY, the audio alert framed by the microphone."""
+    node = message_time_node(start_node)
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    t0 = 2000.0
+    for k in range(10):
+        drv.frame(t0 + 0.2 * k, [estimate(2, 0.0, valence=4.5)])
+    for k in range(8):
+        drv.cue(t0 + 2.0 + 0.5 * k, help_detected=k < 3)
+        drv.frame(t0 + 2.0 + 0.5 * k, [estimate(2, 0.0, valence=4.5)] if k == 0 else [])
+    for k in range(20):
+        drv.frame(t0 + 7.0 + 0.2 * k, [estimate(5, 0.95)])
+    expected = [LEVEL_DISTRESS, LEVEL_EMERGENCY]
+    assert drv.settle(lambda: [a.level for a in drv.alerts] == expected), \
+        [conversions.format_alert(a) for a in drv.alerts]
+    assert len({a.incident_id for a in drv.alerts}) == 1
+    assert drv.alerts[0].header.frame_id == 'mic' and drv.alerts[0].has_person
+    assert drv.alerts[0].person.header.frame_id == 'cam_optical'
+    assert drv.settle(lambda: drv.open_incidents() and drv.open_incidents()[0].help_heard)
+
+
+def test_two_namespaced_cameras_same_person_is_one_incident(start_node, ros_node):
+    """Two cameras (namespaced publishers, same track id) seeing one person at the same map
+    position give one incident with both cameras; a second person 4 m away gets another."""
+    node = message_time_node(start_node)
+    left = Driver(ros_node, 'cam_left_driver')
+    left.wait_connected(node)
+    right_node = ros_node('perception_node_right')
+    right = right_node.create_publisher(PersonEmotionArray, '/persons', 50)
+    assert wait_until(lambda: right.get_subscription_count() > 0, 30, left.spin)
+    t0 = 3000.0
+    for k in range(20):
+        left.frame(t0 + 0.2 * k, [estimate(1, 0.95, camera='cam_left', xyz=(4.0, 1.0, 0.0))],
+                   camera='cam_left', frame_id='left_optical')
+        result = FrameResult(stamp=t0 + 0.2 * k + 0.05, frame_id='right_optical', width=640,
+                             height=480, camera='cam_right', timings_ms={}, persons=[
+                                 estimate(1, 0.95, camera='cam_right', xyz=(4.2, 1.1, 0.0)),
+                                 estimate(2, 0.95, box=(400, 50, 460, 250), camera='cam_right',
+                                          xyz=(4.0, 5.0, 0.0))])
+        right.publish(conversions.frame_to_msg(result, 1.0))
+    assert left.settle(lambda: len(left.open_incidents()) == 2
+                       and any(len(i.cameras) == 2 for i in left.open_incidents()))
+    shared = next(i for i in left.open_incidents() if len(i.cameras) == 2)
+    assert shared.cameras == ['cam_left', 'cam_right']
+    assert shared.tracks == ['cam_left/1', 'cam_right/1']
+    assert shared.position.point.header.frame_id == 'map' and shared.position.has_point
+    # RViz markers: a sphere per incident with a position.
+    assert left.settle(lambda: left.markers and len(
+        [m for m in left.markers[-1].markers if m.ns == 'incidents']) == 2)
+
+
+def test_late_transient_local_subscriber_gets_every_open_incident(start_node, ros_node):
+    """Three distressed people, then a late TRANSIENT_LOCAL subscriber (periodic republish
+    off) receives the list with all three open incidents at once."""
+    node = message_time_node(start_node, 'incidents_period_s:=0.0')
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    people = [estimate(i + 1, 0.9, box=(40 + 200 * i, 50, 100 + 200 * i, 250)) for i in range(3)]
+    for k in range(15):
+        drv.frame(4000.0 + 0.2 * k, people)
+    assert drv.settle(lambda: len(drv.open_incidents()) == 3)
+    late = ros_node('late_operator_ui')
+    received = []
+    late.create_subscription(IncidentArray, 'incidents', received.append, LATCHED)
+    assert wait_until(lambda: received and len(received[-1].incidents) == 3, 20, drv.spin)
+    assert sorted(i.id for i in received[-1].incidents) == sorted(
+        i.id for i in drv.open_incidents())
+    listed = drv.call(ListIncidents, 'list_incidents', ListIncidents.Request())
+    assert len(listed.incidents) == 3
+
+
+def test_acknowledge_and_reject_through_services(start_node, ros_node):
+    """acknowledge/reject services change the state; the rejected person does not re-alert
+    (even escalating); unknown ids are refused."""
+    node = message_time_node(start_node, 'reject_hold_s:=600.0')
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    t0 = 5000.0
+    a_box, b_box = (40, 50, 100, 250), (400, 50, 460, 250)
+    for k in range(10):
+        drv.frame(t0 + 0.2 * k, [estimate(1, 0.5, box=a_box, valence=4.5),
+                                 estimate(2, 0.5, box=b_box, valence=4.5)])
+    assert drv.settle(lambda: len(drv.open_incidents()) == 2)
+    first, second = sorted(drv.open_incidents(), key=lambda i: i.tracks)
+    reply = drv.call(IncidentCommand, 'acknowledge_incident',
+                     IncidentCommand.Request(id=first.id, note='on my way'))
+    assert reply.success and reply.incident.state == Incident.STATE_ACKNOWLEDGED
+    reply = drv.call(IncidentCommand, 'reject_incident',
+                     IncidentCommand.Request(id=second.id, note='mannequin'))
+    assert reply.success and reply.incident.rejected
+    bad = drv.call(IncidentCommand, 'confirm_incident', IncidentCommand.Request(id=999))
+    assert not bad.success and '999' in bad.message
+    before = len(drv.alerts)
+    for k in range(25):  # both now frightened: only the acknowledged one escalates
+        drv.frame(t0 + 2.0 + 0.2 * k, [estimate(1, 0.95, box=a_box),
+                                       estimate(7, 0.95, box=b_box)])
+    assert drv.settle(lambda: any(a.incident_id == first.id and a.level == LEVEL_EMERGENCY
+                                  for a in drv.alerts))
+    assert all(a.incident_id != second.id for a in drv.alerts[before:])
+    listed = drv.call(ListIncidents, 'list_incidents', ListIncidents.Request())
+    states = {i.id: i for i in listed.incidents}
+    assert states[second.id].state == Incident.STATE_REJECTED
+    assert states[second.id].note == 'mannequin' and 'cam_optical/7' in states[second.id].tracks
+    assert states[first.id].acknowledged
+
+
+def test_clock_step_back_and_future_stamp_are_handled(start_node, ros_node):
+    """With the node clock: a cue stamped 10^6 s ahead is rejected and counted (no alert); after
+    the stamps step back 100 s a new call for help still alerts at once; both counted in
+    /diagnostics."""
+    node = start_node('distress_node', *params('expect_audio:=false',
+                                               'diagnostics_period_s:=0.5'))
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    now = time.time()
+    for k in range(10):
+        drv.frame(now + 0.1 * k, [estimate(1, 0.0)])
+        drv.cue(now + 0.1 * k)
+    drv.cue(now + 1e6, help_detected=True)
+    for k in range(10):
+        drv.frame(now + 1.0 + 0.1 * k, [estimate(1, 0.0)])
+    stepped = now - 100.0
+    for k in range(4):
+        drv.cue(stepped + 0.5 * k, help_detected=k == 3)
+    assert drv.settle(lambda: drv.alerts), node.output()[-3000:]
+    assert len(drv.alerts) == 1 and drv.alerts[0].header.stamp.sec == int(stepped + 1.5)
+
+    def counters():
+        for array in reversed(drv.diags):
+            for status in array.status:
+                if status.name.endswith('/distress_node'):
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+    assert drv.settle(lambda: counters().get('future_stamps_rejected') == '1'
+                      and counters().get('clock_steps_back') == '1')
+    assert counters().get('bad_input.future_stamp') == '1'
+    assert 'clock stepped back' in node.output()
+
+
+def test_audio_node_killed_turns_distress_node_warn(start_node, ros_node):
+    """With audio expected, killing the audio node mid-stream turns distress_node's
+    /diagnostics to WARN within a few seconds, naming the audio cues."""
+    audio = start_node('audio_node', *params('vad_backend:=energy', 'keyword_spotting:=false'))
+    distress = start_node('distress_node', *params('diagnostics_period_s:=0.5',
+                                                   'input_timeout_s:=2.0'))
+    drv = Driver(ros_node)
+    audio_pub = drv.node.create_publisher(AudioFrame, 'audio', 50)
+    assert wait_until(lambda: audio_pub.get_subscription_count() > 0, 60, drv.spin), \
+        audio.output()[-2000:]
+
+    def status():
+        for array in reversed(drv.diags):
+            for s in array.status:
+                if s.name.endswith('/distress_node'):
+                    return s
+        return None
+
+    rate = 16000
+    t = time.time()
+    noise = np.random.default_rng(0).normal(0, 0.05, rate // 10).astype(np.float32)
+    deadline = time.monotonic() + 60
+    got_cues = False
+    while time.monotonic() < deadline and not got_cues:
+        audio_pub.publish(conversions.samples_to_audio_frame(
+            noise, rate, 'S16LE', conversions.make_header(t, 'mic')))
+        t += 0.1
+        drv.frame(t, [estimate(1, 0.0)])
+        drv.spin(0.08)
+        s = status()
+        got_cues = s is not None and float(dict(
+            (kv.key, kv.value) for kv in s.values).get('audio_cues_rate_hz', '0')) > 0
+    assert got_cues, distress.output()[-2000:] + audio.output()[-2000:]
+    audio.stop()
+    killed = time.monotonic()
+    warned = False
+    while time.monotonic() - killed < 15 and not warned:
+        t += 0.2
+        drv.frame(t, [estimate(1, 0.0)])  # person estimates keep coming
+        drv.spin(0.2)
+        s = status()
+        warned = s is not None and s.level == s.WARN and 'audio cues stopped' in s.message
+    assert warned, status()
+    assert time.monotonic() - killed < 10
