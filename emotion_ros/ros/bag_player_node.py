@@ -10,7 +10,10 @@ bag's receive times divided by ``rate``. Usage::
 
 or ``bag_player --ros-args -p bag:=BAG -p rate:=2.0`` (parameters; command-line
 flags take precedence). ROS remapping (``--ros-args -r /cam:=/camera``)
-works too. Without ``--loop`` the node exits when the bag is done.
+works too. Without ``--loop`` the node exits when the bag is done (exit code 0),
+or with exit code 1 and the reason when playing fails part-way (e.g. a
+truncated bag); /diagnostics show progress and, after a failure, ERROR.
+Parameters are read-only at run time (they describe one playback).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from rclpy.parameter import Parameter
 from emotion_ros.bags import BagReader
 from emotion_ros.config import field
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.ros.node_utils import declare_config, reliability_qos
+from emotion_ros.ros.node_utils import (declare_config, describe_error, Diagnostics,
+                                        NodeHealth, reliability_qos)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +96,11 @@ class BagPlayer(Node):
         self.done = threading.Event()
         self.bag: Optional[BagReader] = None
         self.on_publish = on_publish
+        self.health = NodeHealth(self)
+        #: Why playing stopped early ('' while fine).
+        self.error = ''
+        self.published = 0
+        self.loops = 0
         self.config = declare_config(self, BagPlayerConfig)
         self.bag = BagReader(self.config.bag).open()
         info = self.bag.info
@@ -122,8 +131,8 @@ class BagPlayer(Node):
         if self.config.clock:
             from rosgraph_msgs.msg import Clock
             self.clock_pub = self.create_publisher(Clock, '/clock', 10)
-        self.published = 0
-        self.loops = 0
+        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
+        self.create_timer(2.0, self._publish_diagnostics)
         self.get_logger().info(
             f'playing {len(self.publishers_by_topic)} topics of {self.config.bag} '
             f'({info.duration_s:.1f} s, {info.storage}) at rate {self.config.rate}'
@@ -146,7 +155,11 @@ class BagPlayer(Node):
         return False
 
     def play(self) -> None:
-        """Publish the bag (looping if configured) until done or ``stop()``."""
+        """Publish the bag (looping if configured) until done, ``stop()`` or an error.
+
+        An error (unreadable message, publishing failure) ends playing: it is logged
+        with its traceback, counted, kept in :attr:`error` and shown in /diagnostics.
+        """
         try:
             self.wait_for_subscribers()
             while not self._stop.is_set():
@@ -154,8 +167,19 @@ class BagPlayer(Node):
                 self.loops += 1
                 if not self.config.loop:
                     break
+        except Exception as exc:  # noqa: B902 - the worker's error boundary
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down (Ctrl-C): publishing fails, nothing went wrong
+            self.error = self.health.record('worker', 'play', exc, fatal=True)
+            self._publish_diagnostics()
         finally:
             self.done.set()
+
+    def _publish_diagnostics(self) -> None:
+        state = 'failed' if self.error else ('done' if self.done.is_set() else 'playing')
+        self.diagnostics.publish({'bag': self.config.bag, 'state': state,
+                                  'messages_published': self.published, 'loops': self.loops},
+                                 message=state)
 
     def stop(self) -> None:
         """Ask ``play`` to return soon."""
@@ -257,8 +281,8 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     rclpy.init(args=argv[:1] + ros)
     try:
         node = BagPlayer(overrides)
-    except EmotionRosError as exc:
-        rclpy.logging.get_logger('bag_player').fatal(f'cannot start: {exc}')
+    except (EmotionRosError, ImportError, OSError) as exc:
+        rclpy.logging.get_logger('bag_player').fatal(f'cannot start: {describe_error(exc)}')
         rclpy.try_shutdown()
         sys.exit(2)
     executor = SingleThreadedExecutor()
@@ -268,14 +292,21 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     try:
         while rclpy.ok() and not node.done.is_set():
             executor.spin_once(timeout_sec=0.1)
-        node.get_logger().info(f'done: published {node.published} messages')
+        if node.error:
+            node.get_logger().fatal(f'playing failed after {node.published} messages: '
+                                    f'{node.error}')
+        else:
+            node.get_logger().info(f'done: published {node.published} messages')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.stop()
         player.join(timeout=2.0)
+        failed = bool(node.error)
         node.destroy_node()
         rclpy.try_shutdown()
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == '__main__':
