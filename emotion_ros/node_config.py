@@ -37,6 +37,9 @@ class PerceptionNodeConfig:
         48, 'Token budget of generated explanations.', min=1, max=1024)
     diagnostics_period_s: float = field(
         2.0, 'Period of /diagnostics messages.', positive=True)
+    camera_name: str = field(
+        '', 'Name of this camera: qualifies track ids (camera/track) and names it in incidents; '
+        "'' uses the node's namespace without slashes (e.g. cam_left).")
     pipeline: PerceptionConfig = inline(PerceptionConfig, 'The perception pipeline.')
 
 

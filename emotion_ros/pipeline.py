@@ -25,6 +25,7 @@ from emotion_ros.detection import create_detector, DetectorConfig, PersonDetecto
 from emotion_ros.errors import EmotionRosError
 from emotion_ros.fusion import DistressFusion, FusionConfig
 from emotion_ros.image_codec import crop, encode_jpeg
+from emotion_ros.localization import CameraModel, LocalizationConfig, locate
 from emotion_ros.tracking import PersonTracker, TrackerConfig
 from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate
 
@@ -58,6 +59,8 @@ class PerceptionConfig:
     thumbnails: bool = field(True, 'Attach a JPEG thumbnail of each person to its estimate.')
     thumbnail_px: int = field(96, 'Longest side of person thumbnails in pixels.', min=16,
                               max=512)
+    localization: LocalizationConfig = field(LocalizationConfig(),
+                                             'Person positions (CameraInfo, depth, tf2).')
 
 
 class PerceptionPipeline:
@@ -102,8 +105,14 @@ class PerceptionPipeline:
         """Identifies the detector and emotion model that produce the estimates."""
         return f'{self.backend.model_id} | {self.detector.name}'
 
-    def process(self, rgb: np.ndarray, stamp: float, frame_id: str = '') -> FrameResult:
-        """Run detection, tracking and the emotion model on one RGB uint8 frame."""
+    def process(self, rgb: np.ndarray, stamp: float, frame_id: str = '', camera: str = '',
+                camera_model: Optional[CameraModel] = None,
+                depth_m: Optional[np.ndarray] = None) -> FrameResult:
+        """Run detection, tracking and the emotion model on one RGB uint8 frame.
+
+        ``camera`` qualifies the track ids; with ``camera_model`` (from CameraInfo) every
+        person gets a position (3D with ``depth_m``, an aligned depth image in metres).
+        """
         if not self._loaded:
             raise EmotionRosError('perception pipeline is not loaded (call load() first)')
         with self._lock:
@@ -118,15 +127,22 @@ class PerceptionPipeline:
             persons: List[PersonEstimate] = []
             for track, output in zip(tracks, outputs):
                 thumb = self._thumbnail(rgb, track.box) if self.config.thumbnails else b''
+                box = tuple(float(v) for v in track.box)
+                position = None
+                if camera_model is not None and self.config.localization.enabled:
+                    position = locate(camera_model, box, (int(rgb.shape[1]), int(rgb.shape[0])),
+                                      self.config.localization, depth_m)
                 persons.append(PersonEstimate(
-                    track_id=track.track_id, box=tuple(float(v) for v in track.box),
+                    track_id=track.track_id, box=box,
                     detection_confidence=float(track.score), emotion=output,
-                    model_id=self.backend.model_id, crop_jpeg=thumb))
+                    model_id=self.backend.model_id, crop_jpeg=thumb, camera=camera,
+                    evidence_weight=self.backend.visual_evidence_weight, position=position))
             timings['detect'] = (t1 - t0) * 1e3
             timings['track'] = (t2 - t1) * 1e3
             timings['emotion'] = (t3 - t2) * 1e3
             result = FrameResult(stamp=stamp, frame_id=frame_id, width=int(rgb.shape[1]),
-                                 height=int(rgb.shape[0]), persons=persons, timings_ms=timings)
+                                 height=int(rgb.shape[0]), persons=persons, timings_ms=timings,
+                                 camera=camera)
             self._last = (rgb, result)
             return result
 

@@ -95,6 +95,18 @@ class Driver:
         assert wait_until(future.done, 30, self.spin)
         return future.result()
 
+    def status(self):
+        """Key/values of the distress node's newest /diagnostics status."""
+        for array in reversed(self.diags):
+            for status in array.status:
+                if status.name == 'emotion_ros: distress_node':
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    def wait_frames(self, count):
+        """Until the distress node has received ``count`` person frames (diagnostics)."""
+        assert self.settle(lambda: int(self.status().get('person_frames_total', 0)) >= count)
+
     def open_incidents(self):
         """Open incidents of the newest latched list."""
         if not self.incidents:
@@ -105,7 +117,7 @@ class Driver:
 def message_time_node(start_node, *overrides):
     """A distress node judging stamps against the newest stamp (the test's own time line)."""
     return start_node('distress_node', *params('use_node_clock:=false', 'expect_audio:=false',
-                                               *overrides))
+                                               'diagnostics_period_s:=0.2', *overrides))
 
 
 def test_out_of_view_and_back_is_one_incident(start_node, ros_node):
@@ -140,6 +152,7 @@ def test_call_for_help_leave_come_back_is_one_incident_that_escalates(start_node
     t0 = 2000.0
     for k in range(10):
         drv.frame(t0 + 0.2 * k, [estimate(2, 0.0, valence=4.5)])
+    drv.wait_frames(10)  # topics are not ordered with each other: frames first, then the call
     for k in range(8):
         drv.cue(t0 + 2.0 + 0.5 * k, help_detected=k < 3)
         drv.frame(t0 + 2.0 + 0.5 * k, [estimate(2, 0.0, valence=4.5)] if k == 0 else [])
@@ -263,7 +276,7 @@ def test_clock_step_back_and_future_stamp_are_handled(start_node, ros_node):
     def counters():
         for array in reversed(drv.diags):
             for status in array.status:
-                if status.name.endswith('/distress_node'):
+                if status.name == 'emotion_ros: distress_node':
                     return {kv.key: kv.value for kv in status.values}
         return {}
     assert drv.settle(lambda: counters().get('future_stamps_rejected') == '1'
@@ -286,7 +299,7 @@ def test_audio_node_killed_turns_distress_node_warn(start_node, ros_node):
     def status():
         for array in reversed(drv.diags):
             for s in array.status:
-                if s.name.endswith('/distress_node'):
+                if s.name == 'emotion_ros: distress_node':
                     return s
         return None
 

@@ -23,6 +23,12 @@ class EmotionBackend(abc.ABC):
     #: Registry name, used in ``emotion.backend`` config.
     name: str = ''
 
+    #: How much this backend's visual evidence may weigh in the distress fusion, in (0, 1]:
+    #: its distress evidence is multiplied by this. A model that cannot tell a neutral face
+    #: from a sad one declares less than the DISTRESS threshold (0.6), so that alone it never
+    #: raises more than WATCH; audio or corroborated evidence still can (docs/messages.md).
+    visual_evidence_weight: float = 1.0
+
     @abc.abstractmethod
     def load(self) -> None:
         """Load weights. Raises ModelLoadError naming what was missing or wrong."""

@@ -167,6 +167,9 @@ class LightBackend(EmotionBackend):
     """Face expression (facex 7 classes) mapped onto the 26 EMOTIC categories + VAD."""
 
     name = 'light'
+    # 7 face classes: neutral and disgusted faces often read as 'sadness 1.00'. Alone this
+    # backend must not raise DISTRESS (threshold 0.6): its visual evidence weighs 0.55.
+    visual_evidence_weight = 0.55
 
     def __init__(self, options: Optional[LightOptions] = None) -> None:
         """Keep the options; ``load()`` reads the models."""

@@ -86,6 +86,7 @@ class DistressNode(Node):
         self._last_persons_t = time.monotonic()
         self._last_cues_t = time.monotonic()
         self._cues_seen = 0
+        self._frames = 0
         self._transcripts = 0
         self._alerts_by_level = {}
         self._latency_ms: List[float] = []  # evidence stamp -> alert published (bounded)
@@ -93,7 +94,9 @@ class DistressNode(Node):
         self._last_persons = 0
         self._signature = None
         self._marker_ids: set = set()
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_fully_qualified_name()}')
+        # Unique per namespace: 'emotion_ros: distress_node', 'emotion_ros: robot1/distress_node'.
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
         if cfg.incidents_period_s > 0:
             self.create_timer(cfg.incidents_period_s, self._republish)
@@ -114,6 +117,7 @@ class DistressNode(Node):
     @boundary('subscription', 'persons')
     def _on_persons(self, msg: PersonEmotionArray) -> None:
         self._frame_rate.tick()
+        self._frames += 1
         self._last_persons_t = time.monotonic()
         try:
             frame = conversions.msg_to_frame(msg)
@@ -222,6 +226,7 @@ class DistressNode(Node):
         with self._lock:
             incidents = self.fusion.incidents(include_closed=False)
             values = {'person_frames_rate_hz': self._frame_rate.rate,
+                      'person_frames_total': self._frames, 'audio_cues_total': self._cues_seen,
                       'audio_cues_rate_hz': self._cue_rate.rate,
                       'transcripts_total': self._transcripts,
                       'alerts_total': self.fusion.counters['alerts'],

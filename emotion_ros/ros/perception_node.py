@@ -34,6 +34,7 @@ from emotion_ros.errors import EmotionRosError, InputError
 from emotion_ros.node_config import PerceptionNodeConfig
 from emotion_ros.pipeline import PerceptionPipeline
 from emotion_ros.ros import conversions
+from emotion_ros.ros.camera_inputs import camera_name, CameraInputs
 from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
                                         NodeHealth, RateMeter, reliability_qos, reload_config,
                                         run_node)
@@ -41,7 +42,7 @@ from emotion_ros.visualize import draw_persons
 
 #: Parameters read at configure: refused while the node is configured (clean up first).
 AT_CONFIGURE = ('image_transport', 'reliability', 'detector.', 'tracker.', 'emotion.',
-                'thumbnails', 'thumbnail_px')
+                'thumbnails', 'thumbnail_px', 'localization.', 'camera_name')
 
 
 class PerceptionNode(LifecycleNode):
@@ -79,7 +80,9 @@ class PerceptionNode(LifecycleNode):
         self._explain = None
         self._worker_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
+        # Unique per namespace (several cameras): 'emotion_ros: cam_left/perception_node'.
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self._diag_timer = self.create_timer(
             self.config.diagnostics_period_s if self.config else 2.0, self._publish_diagnostics)
 
@@ -141,6 +144,8 @@ class PerceptionNode(LifecycleNode):
                                                 self._on_explain,
                                                 callback_group=self._service_group)
             self._report_detector()
+            self._camera = CameraInputs(self, cfg.pipeline.localization,
+                                        camera_name(self, cfg.camera_name), self.bad_inputs)
         except BaseException:
             self._release()
             raise
@@ -197,6 +202,9 @@ class PerceptionNode(LifecycleNode):
             if entity is not None:
                 self.destroy_subscription(entity)
         self._sub = None
+        if getattr(self, '_camera', None) is not None:
+            self._camera.destroy()
+        self._camera = None
         for pub in (self._pub, self._debug_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
@@ -252,7 +260,12 @@ class PerceptionNode(LifecycleNode):
         decode_ms = (time.perf_counter() - t0) * 1e3
         stamp = conversions.stamp_to_sec(msg.header.stamp)
         try:
-            result = self.pipeline.process(rgb, stamp, msg.header.frame_id)
+            camera = getattr(self, '_camera', None)
+            result = self.pipeline.process(
+                rgb, stamp, msg.header.frame_id, camera.name if camera else '',
+                camera.model if camera else None, camera.depth_for(stamp) if camera else None)
+            if camera is not None:
+                camera.to_fixed(result)
         except InputError as exc:
             self.bad_inputs.report(exc.kind, str(exc))
             return
@@ -316,6 +329,8 @@ class PerceptionNode(LifecycleNode):
                   'input_rate_hz': self._in_rate.rate, 'output_rate_hz': self._out_rate.rate,
                   'model': self.pipeline.model_id if self.pipeline else 'not loaded'}
         values.update({f'stage_ms.{k}': v for k, v in self._stage_ms.items()})
+        if getattr(self, '_camera', None) is not None:
+            values.update(self._camera.values())
         self.diagnostics.publish(values, level, message, self.bad_inputs)
 
 
