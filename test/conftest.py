@@ -4,6 +4,9 @@ Every test run gets its own ROS_DOMAIN_ID, ROS_LOG_DIR under build/, the
 loopback-only discovery range and the loopback Fast DDS profile, set here
 before anything imports rclpy, and inherited by the node processes tests
 start.
+
+Skips: a test skipped for a missing dependency fails the run (test/skip_policy.py
+lists the intended skips, e.g. GPU-only tests).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import pytest
+
+from skip_policy import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'config' / 'robot.yaml'
