@@ -250,6 +250,9 @@ def test_install_hints_name_the_pip_package():
         ImportError('cannot import name X', name='transformers'))
     assert 'audio-common-msgs' in install_hint(
         ModuleNotFoundError('x', name='audio_common_msgs.msg'))
+    hint = install_hint(ModuleNotFoundError('x', name='mediapipe'))
+    assert 'pip install --no-deps mediapipe==0.10.21' in hint
+    assert 'requirements-nodeps.txt' in hint
     assert install_hint(ValueError('x')) == ''
 
 

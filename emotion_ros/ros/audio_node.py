@@ -131,7 +131,7 @@ class AudioNode(Node):
 
 def main(args=None) -> None:
     """Run the audio node."""
-    run_node(AudioNode)
+    run_node(AudioNode, args=args)
 
 
 if __name__ == '__main__':

@@ -40,10 +40,13 @@ T = TypeVar('T')
 # ------------------------------------------------------------------ missing dependencies
 #: Import name -> pip package, for modules whose pip name differs or that are optional.
 PIP_PACKAGES = {
+    'absl': 'absl-py',
     'accelerate': 'accelerate',
     'ai_edge_litert': 'ai-edge-litert',
     'cv2': 'opencv-python-headless',
     'facex': 'facex==1.1.0',
+    'flatbuffers': 'flatbuffers',
+    'google': 'protobuf',
     'matplotlib': 'matplotlib',
     'mediapipe': 'mediapipe==0.10.21',
     'peft': 'peft',
@@ -65,6 +68,8 @@ PIP_PACKAGES = {
     'ultralytics': 'ultralytics',
     'yaml': 'pyyaml',
 }
+#: Installed with --no-deps (requirements-nodeps.txt): a plain pip install would break others.
+NO_DEPS = ('ultralytics', 'mediapipe', 'facex', 'absl', 'flatbuffers', 'google')
 #: Modules that come from ROS packages, not pip: the hint names the ROS package.
 ROS_PACKAGES = {
     'audio_common_msgs': 'audio_common_msgs',
@@ -101,6 +106,9 @@ def install_hint(exc: BaseException) -> str:
         return (f"missing ROS package for module '{module}': install "
                 f'ros-<distro>-{ROS_PACKAGES[module].replace("_", "-")} (or build it)')
     pip = PIP_PACKAGES.get(module, module.replace('_', '-'))
+    if module in NO_DEPS:
+        return (f"missing Python module '{module}': install it with `pip install --no-deps "
+                f'{pip}` (all of them: `pip install --no-deps -r requirements-nodeps.txt`)')
     if isinstance(err, ModuleNotFoundError):
         return f"missing Python module '{module}': install it with `pip install {pip}`"
     return (f"cannot import from '{module}' ({err}): its installed version does not fit; "
