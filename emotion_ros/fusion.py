@@ -103,7 +103,7 @@ class FusionConfig:
         1.5, 'A person seen within this many seconds counts as visible for audio attribution.',
         min=0.0)
     help_join_s: float = field(
-        10.0, 'A call for help with nobody visible joins the incident seen within this many '
+        2.0, 'A call for help with nobody visible joins the incident seen within this many '
         'seconds instead of opening an audio-only one.', min=0.0)
     audio_person_join_s: float = field(
         6.0, "A person appearing within this many seconds of an audio-only incident's call "
@@ -113,7 +113,8 @@ class FusionConfig:
         positive=True)
     reacquire_s: float = field(
         10.0, 'A new track of the same camera joins an incident seen there within this many '
-        'seconds when it appears in the same image region.', min=0.0)
+        'seconds when it appears in the same image region; a call for help with nobody '
+        'visible joins an audio-only incident heard within this many seconds.', min=0.0)
     region_match: float = field(
         0.35, 'Same image region: box centres closer than this fraction of the image width.',
         min=0.0, max=1.0)
@@ -458,8 +459,11 @@ class DistressFusion:
                     self._add_person(incident, track, track.seen_t)
                 target = self._incidents[track.incident]
             else:
-                recent = [inc for inc in self._incidents.values()
-                          if inc.open and t - inc.last_seen_t <= cfg.help_join_s]
+                # The caller may have just left the view (a person seen within help_join_s),
+                # or be the unseen voice of an earlier call (audio-only, within reacquire_s).
+                recent = [inc for inc in self._incidents.values() if inc.open and (
+                    t - inc.person_seen_t <= cfg.help_join_s
+                    or (inc.audio_only and t - inc.last_seen_t <= cfg.reacquire_s))]
                 if recent:
                     target = max(recent, key=lambda inc: (inc.level, inc.last_seen_t))
                 else:
@@ -541,6 +545,7 @@ class DistressFusion:
                 or not incident.position.has_point):
             incident.position = person.position
         incident.last_seen_t = max(incident.last_seen_t, t)
+        incident.person_seen_t = max(incident.person_seen_t, t)
         incident.last_seen = track.stamp
         if incident.state == STALE:
             incident.state = UPDATED

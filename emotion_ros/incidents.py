@@ -50,6 +50,7 @@ class Incident:
     first_seen: float
     last_seen: float
     last_seen_t: float
+    person_seen_t: float = -math.inf
     level: int = 0
     score: float = 0.0
     state: int = NEW

@@ -333,7 +333,7 @@ def test_no_face_evidence_fades(fade_s):
 def test_clock_step_back_is_counted_and_new_calls_alert(step_s):
     """After the clock steps back, a new call for help still alerts at once; the step is
     counted and reported; earlier stamps do not freeze the fusion."""
-    fusion = DistressFusion(FusionConfig(help_join_s=0.0))
+    fusion = DistressFusion(FusionConfig(help_join_s=0.0, reacquire_s=0.0))
     base = 10000.0
     assert fusion.update_audio(cues(base, help_detected=True), 'mic')
     for k in range(1, 20):
@@ -445,3 +445,20 @@ def test_invalid_config_names_the_parameter(values, name):
     """Wrong fusion parameters are rejected with a message naming the parameter."""
     with pytest.raises(ConfigError, match=name):
         from_mapping(FusionConfig, values)
+
+
+def test_two_separate_calls_in_empty_scene_after_people_left():
+    """A call while people are in view, then (after the call ended and the people left more than
+    help_join_s before) a call in an empty scene: two incidents, two alerts; a third call soon
+    after the second joins the second (same unseen voice)."""
+    fusion = DistressFusion(FusionConfig())
+    alerts = run(fusion, [frame(t * 0.2, [person(1, valence=5.0)]) for t in range(30)])
+    for k in range(5):
+        alerts += fusion.update_audio(cues(5.0 + 0.5 * k, help_detected=k < 3), 'mic')
+    alerts += run(fusion, [frame(6.0 + t * 0.2, []) for t in range(30)])
+    for k in range(12):
+        alerts += fusion.update_audio(cues(10.0 + 0.5 * k, help_detected=k in (0, 1, 10)),
+                                      'mic')
+    assert len(alerts) == 2 and len({a.incident_id for a in alerts}) == 2
+    assert alerts[1].track_id == Alert.AUDIO_ONLY and alerts[1].stamp == 10.0
+    assert len(open_incidents(fusion)) == 2

@@ -329,3 +329,32 @@ def test_audio_node_killed_turns_distress_node_warn(start_node, ros_node):
         warned = s is not None and s.level == s.WARN and 'audio cues stopped' in s.message
     assert warned, status()
     assert time.monotonic() - killed < 10
+
+
+def test_alert_monitor_shows_and_acknowledges_incidents(start_node, ros_node):
+    """alert_monitor started late prints the open incident; `alert_monitor acknowledge <id>`
+    acknowledges it through the service and `list` shows the flag."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    node = message_time_node(start_node)
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    for k in range(15):
+        drv.frame(6000.0 + 0.2 * k, [estimate(3, 0.95)])
+    assert drv.settle(lambda: drv.open_incidents())
+    [incident] = drv.open_incidents()
+    monitor = start_node('alert_monitor')
+    assert wait_until(lambda: f'incident #{incident.id} ' in monitor.output(), 30, drv.spin), \
+        monitor.output()
+    exe = str(Path(sys.executable).parent / 'alert_monitor')
+    ack = subprocess.run([exe, 'acknowledge', str(incident.id), 'team 2 on the way'],
+                         capture_output=True, text=True, timeout=60)
+    assert ack.returncode == 0, ack.stdout + ack.stderr
+    assert f'incident {incident.id} acknowledged' in ack.stdout
+    listed = subprocess.run([exe, 'list'], capture_output=True, text=True, timeout=60)
+    assert f'#{incident.id} ' in listed.stdout and '[ack]' in listed.stdout, listed.stdout
+    assert wait_until(lambda: 'ACKNOWLEDGED [ack]' in monitor.output(), 30, drv.spin)
+    missing = subprocess.run([exe, 'reject', '4242'], capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 1 and '4242' in missing.stdout

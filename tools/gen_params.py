@@ -8,7 +8,6 @@ config dataclass:  python tools/gen_params.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import textwrap
 from typing import Any, Dict
@@ -36,7 +35,8 @@ def _yaml_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
     if isinstance(value, str):
-        return json.dumps(value).replace('"', "'") if value else "''"
+        # YAML single-quoted: a quote is doubled (e.g. 'en:i''m stuck'); UTF-8 stays as is.
+        return "'" + value.replace("'", "''") + "'"
     return repr(value)
 
 

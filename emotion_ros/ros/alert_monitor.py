@@ -1,30 +1,59 @@
-"""alert_monitor: prints every distress alert as a readable line and appends it to a JSONL file."""
+"""alert_monitor: the operator's view of alerts and incidents, and their commands.
+
+    alert_monitor                        # print alerts and incident changes as they come
+    alert_monitor list                   # print the open incidents once
+    alert_monitor acknowledge 3 "on my way"
+    alert_monitor confirm 3 | reject 3 "a poster" | resolve 3
+
+Monitoring prints every alert as a readable line (and appends it to
+``output_jsonl``), and one line per incident whenever its state or level
+changes; the incident list is subscribed reliable + transient_local, so a
+monitor started late (or reconnecting) shows every open incident at once.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
+from typing import Dict, Optional, Sequence, Tuple
 
-from emotion_ros_msgs.msg import DistressAlert
+from emotion_ros_msgs.msg import DistressAlert, IncidentArray
+from emotion_ros_msgs.srv import IncidentCommand, ListIncidents
 from rcl_interfaces.msg import ParameterDescriptor
+import rclpy
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from emotion_ros.incidents import COMMANDS
 from emotion_ros.ros import conversions
 from emotion_ros.ros.node_utils import reliability_qos, run_node
 
+INCIDENTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
 
 class AlertMonitor(Node):
-    """Operator-side view of the alert stream (used by the demo and for debugging)."""
+    """Operator-side view of the alert stream and the incident list."""
 
     def __init__(self) -> None:
         super().__init__('alert_monitor')
         self.output = self.declare_parameter(
             'output_jsonl', '', ParameterDescriptor(
-                description='Append every alert as one JSON line to this file (empty: off).')
-        ).value
+                description='Append every alert as one JSON line to this file (empty: off).',
+                read_only=True)).value
+        self.show_incidents = self.declare_parameter(
+            'show_incidents', True, ParameterDescriptor(
+                description="Print a line per incident of 'incidents' when its state or level "
+                            'changes.', read_only=True)).value
         self.count = 0
+        self._seen: Dict[int, Tuple] = {}
         self.create_subscription(DistressAlert, 'distress_alerts', self._on_alert,
                                  reliability_qos('reliable', depth=50))
+        if self.show_incidents:
+            self.create_subscription(IncidentArray, 'incidents', self._on_incidents,
+                                     INCIDENTS_QOS)
 
     def _on_alert(self, msg: DistressAlert) -> None:
         self.count += 1
@@ -34,10 +63,75 @@ class AlertMonitor(Node):
             with open(self.output, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(conversions.alert_to_dict(msg)) + '\n')
 
+    def _on_incidents(self, msg: IncidentArray) -> None:
+        for incident in msg.incidents:
+            key = (incident.state, incident.level, incident.acknowledged, incident.confirmed,
+                   incident.rejected, tuple(incident.tracks))
+            if self._seen.get(incident.id) != key:
+                self._seen[incident.id] = key
+                print('incident ' + conversions.format_incident(incident), flush=True)
 
-def main(args=None) -> None:
-    """Run the alert monitor."""
-    run_node(AlertMonitor)
+
+def command(action: str, incident_id: Optional[int], note: str, timeout_s: float,
+            ros_args: Sequence[str] = ()) -> int:
+    """Run one operator command against the distress node; print the result; exit code."""
+    rclpy.init(args=['alert_monitor', *ros_args])
+    node = rclpy.create_node('alert_monitor_cli')
+    try:
+        if action == 'list':
+            client = node.create_client(ListIncidents, 'list_incidents')
+            request = ListIncidents.Request()
+        else:
+            client = node.create_client(IncidentCommand, f'{action}_incident')
+            request = IncidentCommand.Request(id=incident_id, note=note)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            print(f'no {client.srv_name} service (is distress_node running, same '
+                  'ROS_DOMAIN_ID and namespace?)', file=sys.stderr)
+            return 1
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+        reply = future.result()
+        if reply is None:
+            print(f'{client.srv_name}: no answer within {timeout_s} s', file=sys.stderr)
+            return 1
+        if action == 'list':
+            for incident in reply.incidents:
+                print(conversions.format_incident(incident))
+            if not reply.incidents:
+                print('no open incidents')
+            return 0
+        print(reply.message)
+        if reply.success:
+            print(conversions.format_incident(reply.incident))
+        return 0 if reply.success else 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def main(args: Optional[Sequence[str]] = None) -> None:
+    """Monitor alerts and incidents, or run one operator command (see --help)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    ros_args = []
+    if '--ros-args' in argv:
+        i = argv.index('--ros-args')
+        argv, ros_args = argv[:i], argv[i:]
+    parser = argparse.ArgumentParser(
+        prog='alert_monitor', description='Print distress alerts and incidents as they come; '
+        'or list incidents / acknowledge, confirm, reject or resolve one.')
+    parser.add_argument('action', nargs='?', choices=['list', *COMMANDS],
+                        help='operator command (default: monitor)')
+    parser.add_argument('id', nargs='?', type=int, help='incident id (for the commands)')
+    parser.add_argument('note', nargs='?', default='', help='note kept with the incident')
+    parser.add_argument('--timeout', type=float, default=10.0,
+                        help='seconds to wait for the service (default: %(default)s)')
+    opts = parser.parse_args(argv)
+    if opts.action is None:
+        run_node(AlertMonitor, args=['alert_monitor', *ros_args])
+        return
+    if opts.action != 'list' and opts.id is None:
+        parser.error(f'{opts.action} needs an incident id')
+    sys.exit(command(opts.action, opts.id, opts.note, opts.timeout, ros_args))
 
 
 if __name__ == '__main__':
