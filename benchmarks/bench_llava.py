@@ -76,7 +76,7 @@ def _frame_and_boxes(n: int):
 
 
 def _answer_tokens(processor: Any) -> int:
-    from emotion_ros.contract import format_answer
+    from emotion_ros.llm.contract import format_answer
     answer = ' ' + format_answer(ANSWER_CATEGORIES, ANSWER_VAD)
     return len(processor.tokenizer(answer, add_special_tokens=False)['input_ids']) + 1  # + EOS
 
@@ -153,8 +153,9 @@ def large_part(repeats: int, size: str, device: str, train_steps: int,
     import numpy as np
     import torch
     from transformers import CLIPImageProcessor, LlavaForConditionalGeneration
-    from emotion_ros.backends.llava import LlavaBackend, LlavaOptions, build_score_head
-    from emotion_ros.contract import format_answer, PROMPTS
+    from emotion_ros.backends.llava import LlavaBackend, LlavaOptions
+    from emotion_ros.llm.head import build_score_head
+    from emotion_ros.llm.contract import format_answer, PROMPTS
     from training.tiny import build_tiny_tokenizer
     from training.model import assemble_processor
     cuda = device.startswith('cuda')

@@ -1,4 +1,4 @@
-"""Emotion recognition metrics: average precision, mAP, VAD error, thresholds.
+"""Emotion recognition metrics: AP, mAP, VAD error, thresholds, MER accuracy/F1/UAR/WAR.
 
 Plain numpy (no ROS, no scikit-learn at run time), shared by the training
 evaluation and the rosbag evaluation.
@@ -23,7 +23,7 @@ Conventions, fixed here so that every report means the same thing:
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -265,3 +265,77 @@ def precision_recall_thresholds(y_true: np.ndarray, y_score: np.ndarray) -> np.n
         best = np.lexsort((-thresholds, -(precision + recall), np.abs(precision - recall)))[0]
         out[k] = thresholds[best]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Single-label (discrete emotion) metrics of the audio-visual benchmarks.
+#
+# * MER2023 reports **accuracy** and **weighted F1**: the per-class F1 averaged
+#   with weights equal to each class's share of the true labels
+#   (``sklearn.metrics.f1_score(average='weighted')``; a class never predicted
+#   and never true has no weight; F1 of a class with no prediction is 0).
+# * DFEW reports **UAR** (unweighted average recall: the mean over classes
+#   present in the true labels of their recall, sklearn's
+#   ``balanced_accuracy_score``) and **WAR** (weighted average recall, which
+#   equals accuracy).
+
+
+def _class_inputs(y_true: Sequence[int], y_pred: Sequence[int],
+                  num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+    true = np.asarray(y_true)
+    pred = np.asarray(y_pred)
+    if true.ndim != 1 or pred.shape != true.shape:
+        raise InputError(f'y_true and y_pred must be 1-D of equal length, got {true.shape} and '
+                         f'{pred.shape}', 'metric_input')
+    if true.size == 0:
+        raise InputError('no samples to evaluate', 'metric_input')
+    for name, values in (('y_true', true), ('y_pred', pred)):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise InputError(f'{name}: expected class indices, got dtype {values.dtype}',
+                             'metric_input')
+        if values.min() < 0 or values.max() >= num_classes:
+            raise InputError(f'{name}: class indices must lie in 0..{num_classes - 1}, found '
+                             f'{int(values.min())}..{int(values.max())}', 'metric_input')
+    return true.astype(np.int64), pred.astype(np.int64)
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int],
+                     num_classes: int) -> np.ndarray:
+    """Counts ``[true class, predicted class]`` (sklearn's layout), int64 ``[C, C]``."""
+    true, pred = _class_inputs(y_true, y_pred, num_classes)
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (true, pred), 1)
+    return matrix
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int],
+                           num_classes: int) -> Dict[str, Any]:
+    """Accuracy, weighted F1 (MER2023), UAR and WAR (DFEW), per-class recall/F1, confusion.
+
+    Raises:
+        InputError: for inputs of different lengths, non-integer or out-of-range classes.
+    """
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    support = matrix.sum(1).astype(np.float64)
+    predicted = matrix.sum(0).astype(np.float64)
+    hits = np.diag(matrix).astype(np.float64)
+    total = float(support.sum())
+    with np.errstate(divide='ignore', invalid='ignore'):
+        recall = np.where(support > 0, hits / support, np.nan)
+        precision = np.where(predicted > 0, hits / predicted, 0.0)
+        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
+    present = support > 0
+    accuracy = float(hits.sum() / total)
+    return {
+        'accuracy': accuracy,
+        'weighted_f1': float((f1 * support).sum() / total),
+        'macro_f1': float(f1[present | (predicted > 0)].mean()),
+        'uar': float(np.nanmean(recall[present])),
+        'war': accuracy,
+        'per_class_recall': [None if math.isnan(r) else float(r) for r in recall],
+        'per_class_precision': [float(p) for p in precision],
+        'per_class_f1': [float(x) for x in f1],
+        'support': [int(s) for s in support],
+        'confusion': matrix.tolist(),
+        'samples': int(total),
+    }

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from emotion_ros import bundle
-from emotion_ros.contract import CATEGORIES, CONTRACT_VERSION
+from emotion_ros.llm import bundle
+from emotion_ros.llm.contract import CATEGORIES, CONTRACT_VERSION
 from emotion_ros.errors import BundleMismatchError, ConfigError, ModelLoadError
 
 ARCH = {'model_type': 'llava', 'image_token_id': 4, 'vision_feature_layer': -2,
@@ -196,3 +196,55 @@ def test_fingerprint_ignores_dtype_and_paths_but_not_architecture():
     other = json.loads(json.dumps(ARCH))
     other['vision_config']['patch_size'] = 14
     assert bundle.model_fingerprint(other) != bundle.model_fingerprint(ARCH)
+
+
+@pytest.mark.parametrize('change', ['template', 'vad_mapping', 'prompt', 'view_pad'])
+def test_bundle_with_another_contract_hash_is_refused_naming_both(tmp_path, monkeypatch, change):
+    """Editing a template, the VAD mapping, the prompt or the view refuses old bundles by hash."""
+    from emotion_ros.llm import contract, head, person_view, spec, templates
+    path = str(tmp_path / 'b')
+    written = bundle.save_bundle(path, _info(), _writer())
+    recorded = written['contract_hash']
+    assert recorded.startswith('sha256:') and written['contract']['head']['vad_mapping']
+    assert bundle.verify_bundle(path)['contract_hash'] == recorded
+    if change == 'template':
+        monkeypatch.setitem(templates.CHAT_TEMPLATES, 'llava-1.5', templates.ChatTemplate(
+            'llava-1.5', 'USER:<image>\n{question}\nASSISTANT:', ' '))
+    elif change == 'vad_mapping':
+        monkeypatch.setitem(head.HEAD_SPEC, 'vad_mapping', 'vad = 0 + 10 * sigmoid(x)')
+    elif change == 'prompt':
+        monkeypatch.setitem(contract.PROMPTS, 'emotic_vad_v1', contract.PromptTemplate(
+            'emotic_vad_v1', 'How does the person in the red box feel?', True))
+    else:
+        monkeypatch.setattr(spec, 'PAD_COLOR_RGB', (0, 0, 0))
+    assert person_view.PAD_COLOR_RGB  # the module stays importable
+    current = spec.contract_hash(spec.manifest_spec(written))
+    assert current != recorded
+    with pytest.raises(BundleMismatchError) as err:
+        bundle.verify_bundle(path)
+    message = str(err.value)
+    assert recorded in message and current in message
+    part = {'template': 'chat_template', 'vad_mapping': 'head', 'prompt': 'prompt',
+            'view_pad': 'view'}[change]
+    assert part in message
+
+
+def test_bundle_without_contract_hash_is_refused(tmp_path):
+    """A bundle from before contract hashes is refused with what to do, not loaded blindly."""
+    path = str(tmp_path / 'b')
+    bundle.save_bundle(path, _info(), _writer())
+    _edit_manifest(path, contract_hash='')
+    with pytest.raises(BundleMismatchError, match='no contract hash.*export'):
+        bundle.verify_bundle(path, check_files=False)
+
+
+def test_contract_hash_ignores_prompts_the_bundle_does_not_use(tmp_path, monkeypatch):
+    """Adding a new prompt or template leaves existing bundles loadable."""
+    from emotion_ros.llm import contract, templates
+    path = str(tmp_path / 'b')
+    bundle.save_bundle(path, _info(), _writer())
+    monkeypatch.setitem(contract.PROMPTS, 'new_v1', contract.PromptTemplate(
+        'new_v1', 'A new question?', False))
+    monkeypatch.setitem(templates.CHAT_TEMPLATES, 'new', templates.ChatTemplate(
+        'new', '<image>{question}', ' '))
+    assert bundle.verify_bundle(path)['prompt_id'] == 'emotic_vad_v1'

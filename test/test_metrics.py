@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
 
-from emotion_ros.contract import CATEGORIES
+from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.errors import InputError
 from emotion_ros.metrics import average_precision, mean_average_precision
 from emotion_ros.metrics import precision_recall_curve, precision_recall_thresholds, vad_mae
@@ -169,7 +169,51 @@ def test_thresholds_where_precision_equals_recall():
 
 def test_metrics_module_is_light():
     """Importing the metrics and person view pulls in neither sklearn, torch nor rclpy."""
-    code = ('import sys, emotion_ros.metrics, emotion_ros.person_view; '
+    code = ('import sys, emotion_ros.metrics, emotion_ros.llm.person_view; '
             'bad = [m for m in ("sklearn", "torch", "rclpy", "scipy") if m in sys.modules]; '
             'sys.exit(1 if bad else 0)')
     assert subprocess.run([sys.executable, '-c', code], check=False).returncode == 0
+
+
+def test_mer_and_dfew_metrics_equal_sklearn_on_random_inputs():
+    """Accuracy, weighted/macro F1, UAR, WAR and the confusion matrix equal scikit-learn's."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    from sklearn.metrics import confusion_matrix as sk_confusion
+    from emotion_ros.metrics import classification_metrics
+    checked = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        classes = int(rng.integers(2, 9))
+        n = int(rng.integers(1, 80))
+        y_true = rng.integers(0, classes, n)
+        # Mix of good and random predictions; some classes never predicted or never true.
+        y_pred = np.where(rng.random(n) < rng.random(), y_true, rng.integers(0, classes, n))
+        if seed % 5 == 0:
+            y_true = np.minimum(y_true, classes - 2)
+        got = classification_metrics(y_true, y_pred, classes)
+        assert got['accuracy'] == pytest.approx(accuracy_score(y_true, y_pred))
+        assert got['war'] == pytest.approx(accuracy_score(y_true, y_pred))
+        assert got['weighted_f1'] == pytest.approx(
+            f1_score(y_true, y_pred, average='weighted', zero_division=0))
+        assert got['macro_f1'] == pytest.approx(
+            f1_score(y_true, y_pred, average='macro', zero_division=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # sklearn warns about classes never true
+            assert got['uar'] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+        assert got['confusion'] == sk_confusion(y_true, y_pred,
+                                                labels=list(range(classes))).tolist()
+        checked += 1
+    assert checked == 200
+
+
+def test_classification_metrics_reject_bad_inputs():
+    """Lengths, dtypes and class ranges that do not fit are InputErrors naming the problem."""
+    from emotion_ros.metrics import classification_metrics
+    with pytest.raises(InputError, match='equal length'):
+        classification_metrics([0, 1], [0], 2)
+    with pytest.raises(InputError, match='0..1'):
+        classification_metrics([0, 2], [0, 1], 2)
+    with pytest.raises(InputError, match='class indices'):
+        classification_metrics(np.array([0.0, 1.0]), np.array([0, 1]), 2)
+    with pytest.raises(InputError, match='no samples'):
+        classification_metrics([], [], 2)

@@ -68,7 +68,7 @@ def test_llava_backend_in_perception_node(start_node, ros_node, tiny_bundle):
     request = ExplainPerson.Request(track_id=person.track_id, max_new_tokens=8)
     answer = call(ros_node, explain, request)
     assert answer.success, answer.message
-    assert isinstance(answer.explanation, str)
+    assert answer.explanation.strip(), answer  # generated words, not an empty field
     missing = call(ros_node, explain, ExplainPerson.Request(track_id=9999))
     assert not missing.success and '9999' in missing.message
 

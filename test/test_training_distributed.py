@@ -21,7 +21,7 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     """torchrun starts 2 gloo ranks that split each epoch; one set of logs and one bundle."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from emotion_ros.bundle import verify_bundle
+    from emotion_ros.llm.bundle import verify_bundle
     from training.synthetic import make_synthetic
     from training.tiny import save_tiny_llava
     data = str(tmp_path / 'data')

@@ -87,8 +87,8 @@ def test_validation_map_far_above_chance(trained):
 
 def test_best_epoch_becomes_the_bundle(trained):
     """The bundle holds the epoch with the best validation mAP and records how it was made."""
-    from emotion_ros.bundle import verify_bundle
-    from emotion_ros.contract import CONTRACT_VERSION
+    from emotion_ros.llm.bundle import verify_bundle
+    from emotion_ros.llm.contract import CONTRACT_VERSION
     evals = _rows(os.path.join(trained['run'], 'eval_log.csv'))
     best = max(evals, key=lambda r: float(r['val_map']))
     manifest = verify_bundle(trained['bundle'], expected_base_model=trained['base'])
@@ -118,7 +118,7 @@ def test_evaluation_command_reproduces_the_training_validation(trained):
 
 def test_evaluation_report_on_test_with_validation_thresholds(trained):
     """The test report has mAP, per-category AP, VAD MAE, val thresholds, Markdown and plots."""
-    from emotion_ros.contract import CATEGORIES
+    from emotion_ros.llm.contract import CATEGORIES
     from emotion_ros.metrics import mean_average_precision
     out = trained['root'] / 'eval_test'
     assert _main(['evaluate', '--data-root', trained['data'], '--bundle', trained['bundle'],
@@ -200,3 +200,24 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     changed = list(argv)
     changed[changed.index('--lora-alpha') + 1] = '32'
     assert _main(changed) == 2
+
+
+def test_training_into_a_folder_with_a_bundle_refuses_and_deletes_nothing(trained, capsys):
+    """train into a folder holding bundle/ exits 2 naming it, without --overwrite; files stay."""
+    import hashlib
+    import shutil
+    out = trained['root'] / 'kept'
+    shutil.copytree(trained['bundle'], out / 'bundle')
+    (out / 'notes.txt').write_text('mine')
+
+    def digest():
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(out.rglob('*')) if p.is_file()}
+
+    before = digest()
+    argv = ['train', '--base-model', trained['base'], '--data-root', trained['data'],
+            '--output-dir', str(out), '--num-epochs', '1', *TRAIN_ARGS]
+    assert _main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'bundle' in err and '--overwrite' in err and str(out) in err
+    assert digest() == before  # nothing deleted, nothing added

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip('torch')
 pytest.importorskip('peft')
 
-from emotion_ros.backends import llava as llava_mod  # noqa: E402
+from emotion_ros.llm import contract, encoding, head, scoring, templates  # noqa: E402
 from emotion_ros.errors import ConfigError, ModelLoadError  # noqa: E402
 from training import config as config_mod  # noqa: E402
 from training.collate import AnswerTokensError, EmotionCollator, encode_example  # noqa: E402
@@ -48,10 +48,10 @@ def test_tiny_llava_loads_like_a_hub_model(setup):
     processor = AutoProcessor.from_pretrained(base)
     config = model.config
     patches = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
-    assert llava_mod.image_token_count(processor) == patches
+    assert encoding.image_token_count(processor) == patches
     ids = processor.tokenizer('USER: hi')['input_ids']
     assert ids[0] == processor.tokenizer.bos_token_id
-    pixels = llava_mod.pixel_values_for(processor, [samples[0].image])
+    pixels = encoding.pixel_values_for(processor, [samples[0].image])
     assert tuple(pixels.shape[-2:]) == (config.vision_config.image_size,) * 2
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
 
@@ -97,7 +97,7 @@ def test_loss_only_on_answer_tokens_and_head_reads_after_the_primer(setup):
         assert tokenizer.decode(labels[supervised][:-1]).strip() == sample.answer
         index = int(batch['score_index'][row])
         upto = tokenizer.decode(ids[1:index + 1]).rstrip()
-        assert upto.endswith('ASSISTANT: ' + llava_mod.SCORE_PRIMER)
+        assert upto.endswith('ASSISTANT: ' + contract.SCORE_PRIMER)
         assert not supervised[:index].any() or int(supervised.nonzero()[0]) <= index
     assert batch['category_targets'].shape == (3, 26)
     assert torch.equal(batch['category_targets'][0], torch.from_numpy(samples[0].labels_26))
@@ -108,10 +108,10 @@ def test_unlocatable_answer_tokens_fail_hard(setup, monkeypatch):
     from training.model import build_model
     base, samples = setup
     model, processor = build_model(_cfg(base))
-    count = llava_mod.image_token_count(processor)
+    count = encoding.image_token_count(processor)
     sample = samples[0]
     # A template ending in a space: the space merges into the answer's first token.
-    monkeypatch.setitem(llava_mod.CHAT_TEMPLATES, 'trailing-space', llava_mod.ChatTemplate(
+    monkeypatch.setitem(templates.CHAT_TEMPLATES, 'trailing-space', templates.ChatTemplate(
         'trailing-space', 'USER: <image>\n{question} ASSISTANT: ', ''))
     with pytest.raises(AnswerTokensError, match='cannot be located'):
         encode_example(processor, 'trailing-space', sample.prompt, sample.answer, count, 1024)
@@ -140,18 +140,18 @@ def test_single_pass_serving_scores_equal_the_training_forward(setup):
     batch = EmotionCollator(processor, 'llava-1.5', 1024)(samples[:4])
     with torch.no_grad():
         trained = model(**batch)
-        count = llava_mod.image_token_count(processor)
-        prompt = llava_mod.scoring_prompt('llava-1.5', samples[0].prompt)
-        ids, mask = llava_mod.left_pad([llava_mod.encode_prompt(processor, prompt, count)] * 4,
-                                       processor.tokenizer.pad_token_id)
-        pixels = llava_mod.pixel_values_for(processor, [s.image for s in samples[:4]])
-        hidden = llava_mod.prompt_hidden(model.llava, ids, mask, pixels)[:, -1]
-        logits, vad = llava_mod.apply_head(model.head, hidden)
+        count = encoding.image_token_count(processor)
+        prompt = templates.scoring_prompt('llava-1.5', samples[0].prompt)
+        ids, mask = encoding.left_pad([encoding.encode_prompt(processor, prompt, count)] * 4,
+                                      processor.tokenizer.pad_token_id)
+        pixels = encoding.pixel_values_for(processor, [s.image for s in samples[:4]])
+        hidden = scoring.prompt_hidden(model.llava, ids, mask, pixels)[:, -1]
+        logits, vad = head.apply_head(model.head, hidden)
         # Mixed lengths in one left-padded batch: padding must not change anything.
-        short = llava_mod.encode_prompt(processor, llava_mod.scoring_prompt(
+        short = encoding.encode_prompt(processor, templates.scoring_prompt(
             'llava-1.5', 'How do they feel?'), count)
-        ids2, mask2 = llava_mod.left_pad([short, ids[0].tolist()], 0)
-        hidden2 = llava_mod.prompt_hidden(model.llava, ids2, mask2, pixels[:2])[1, -1]
+        ids2, mask2 = encoding.left_pad([short, ids[0].tolist()], 0)
+        hidden2 = scoring.prompt_hidden(model.llava, ids2, mask2, pixels[:2])[1, -1]
     assert torch.allclose(logits, trained['category_logits'], atol=1e-4)
     assert torch.allclose(vad, trained['vad'], atol=1e-4)
     assert torch.allclose(hidden2, hidden[1], atol=1e-4)
@@ -164,15 +164,15 @@ def test_zero_shot_log_probs_with_a_shared_cache_match_full_sequences(setup):
     base, samples = setup
     model, processor = load_base(base)
     model.eval()
-    count = llava_mod.image_token_count(processor)
-    prefix = llava_mod.encode_prompt(processor, llava_mod.scoring_prompt(
+    count = encoding.image_token_count(processor)
+    prefix = encoding.encode_prompt(processor, templates.scoring_prompt(
         'llava-1.5', samples[0].prompt), count)
-    candidates = llava_mod.category_candidates(processor.tokenizer)[:5]
+    candidates = scoring.category_candidates(processor.tokenizer)[:5]
     pad = processor.tokenizer.pad_token_id
-    pixels = llava_mod.pixel_values_for(processor, [s.image for s in samples[:2]])
-    ids, mask = llava_mod.left_pad([prefix[3:], prefix], pad)  # two prefix lengths
+    pixels = encoding.pixel_values_for(processor, [s.image for s in samples[:2]])
+    ids, mask = encoding.left_pad([prefix[3:], prefix], pad)  # two prefix lengths
     with torch.no_grad():
-        fast = llava_mod.candidate_log_probs(model, ids, mask, pixels, candidates, pad)
+        fast = scoring.candidate_log_probs(model, ids, mask, pixels, candidates, pad)
         for row, seq in enumerate([prefix[3:], prefix]):
             for k, cand in enumerate(candidates):
                 full = torch.tensor([seq + cand])

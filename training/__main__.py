@@ -18,6 +18,8 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
               'check a dataset download: images, persons, categories, VAD, skips per split'),
     'make-synthetic': ('training.synthetic', 'add_arguments', 'run',
                        'write a synthetic dataset in the EMOTIC CSV layout'),
+    'make-synthetic-av': ('training.synthetic_av', 'add_arguments', 'run',
+                          'write the synthetic audio-visual task (label needs image AND tone)'),
     'make-tiny': ('training.tiny', 'add_make_tiny_arguments', 'run_make_tiny',
                   'write a tiny random LLaVA (offline demos and tests)'),
     'train': ('training.train', 'add_train_arguments', 'run_train',
@@ -34,7 +36,8 @@ def _top_parser() -> argparse.ArgumentParser:
     listing = '\n'.join(f'  {name.ljust(width)}{spec[3]}' for name, spec in COMMANDS.items())
     return argparse.ArgumentParser(
         prog='python -m training', usage='python -m training <command> [options]',
-        description='Train and evaluate the emotion model offline (LLaVA + LoRA on EMOTIC).',
+        description='Train and evaluate the emotion models offline (LLaVA + LoRA on EMOTIC; '
+                    'the audio-visual model on RAVDESS, CREMA-D, DFEW, MER2023, MERR).',
         epilog=f'commands:\n{listing}\n\n'
                "run 'python -m training <command> --help' for a command's options",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from emotion_ros.backends.llava import CHAT_TEMPLATES, encode_prompt, image_token_count
-from emotion_ros.backends.llava import pixel_values_for, render_prompt, SCORE_PRIMER
-from emotion_ros.backends.llava import scoring_prompt
 from emotion_ros.errors import InputError
+from emotion_ros.llm.contract import SCORE_PRIMER
+from emotion_ros.llm.encoding import encode_prompt, image_token_count, pixel_values_for
+from emotion_ros.llm.templates import CHAT_TEMPLATES, render_prompt, scoring_prompt
 
 IGNORE_INDEX = -100
 

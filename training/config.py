@@ -19,13 +19,15 @@ import os
 import typing
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from emotion_ros.backends.llava import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE
 from emotion_ros.config import field, from_mapping
-from emotion_ros.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS
+from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS
 from emotion_ros.errors import ConfigError
+from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE
 
 # Prompts a model can be fine-tuned on (the explanation prompt has no label answer).
-TRAIN_PROMPTS = tuple(p for p, t in PROMPTS.items() if p.startswith('emotic_'))
+TRAIN_PROMPTS = tuple(p for p, t in PROMPTS.items() if p.startswith('emotic_')) + (
+    'av_emotions_v1',)
+MODEL_KINDS = ('llava', 'audio_visual')
 LORA_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')
 
 
@@ -39,6 +41,9 @@ class TrainConfig:
     """Everything a fine-tuning run depends on; stored in checkpoints and bundles."""
 
     # -- model ------------------------------------------------------------------------------
+    model_kind: str = field('llava', "'llava' (LLaVA + LoRA on images, the poster) or "
+                            "'audio_visual' (person view, clip, voice and words in one LLM)",
+                            choices=MODEL_KINDS)
     base_model: str = field('llava-hf/llava-1.5-7b-hf',
                             'Base LLaVA (LlavaForConditionalGeneration): local folder or hub id')
     chat_template: str = field(DEFAULT_CHAT_TEMPLATE, 'Conversation template of the base model',
@@ -47,6 +52,29 @@ class TrainConfig:
                                      choices=('sdpa', 'eager', 'flash_attention_2'))
     load_in_4bit: bool = field(False, 'QLoRA: load the frozen base in 4-bit NF4 (needs '
                                'bitsandbytes and a CUDA GPU)')
+    # -- audio-visual model (model_kind audio_visual) ---------------------------------------
+    audio_encoder: str = field('', 'Frozen speech encoder (HuBERT / wav2vec2 / WavLM folder or '
+                               "hub id, e.g. facebook/hubert-large-ll60k); '' = no audio")
+    audio_tokens: int = field(4, 'Tokens per audio window (encoder frames pooled)', min=1,
+                              max=64)
+    audio_window_s: float = field(4.0, 'Seconds of audio per person (the latest window)',
+                                  positive=True)
+    video_tokens: int = field(4, 'Temporal tokens per clip of person crops', min=1, max=64)
+    video_frames: int = field(8, 'Frames sampled per clip (evenly spaced)', min=1, max=64)
+    use_transcript: bool = field(True, 'Give the transcript (when a clip has one) as text')
+    label_set: str = field('', 'Discrete label set of the discrete-emotion head (ravdess, '
+                           "cremad, dfew, mer2023, merr); '' = no discrete head")
+    discrete_loss_weight: float = field(1.0, 'Weight of the discrete-head cross-entropy',
+                                        min=0.0)
+    init_from: str = field('', 'Stage 2: initialise from a stage-1 run folder (its best '
+                           'epoch) or audio_visual bundle')
+    with_reasons: bool = field(False, 'Append the fine-grained reason to the answer text '
+                               '(stage 2 on MERR fine)')
+    media_cache_dir: str = field('', 'Cache decoded frames/audio as .npz here (optional)')
+    selection_metric: str = field('auto', 'Validation metric choosing the best epoch: auto '
+                                  '(map; weighted_f1 with a label set) | map | weighted_f1 | '
+                                  'uar | accuracy',
+                                  choices=('auto', 'map', 'weighted_f1', 'uar', 'accuracy'))
     # -- data -------------------------------------------------------------------------------
     data_root: str = field('', 'Dataset folder (EMOTIC .mat / EMOTIC CSV / our JSONL)')
     train_split: str = field('train', 'Split to train on')
@@ -110,6 +138,8 @@ class TrainConfig:
     resume: str = field('auto', "'auto': continue from the newest checkpoint in output_dir; "
                         "'never': refuse a used output_dir; or a checkpoint folder")
     bundle_name: str = field('bundle', 'Folder name (in output_dir) of the final weights bundle')
+    overwrite: bool = field(False, 'Allow replacing a bundle (and best epoch) that output_dir '
+                            'already holds; without it such a run is refused before training')
     progress: bool = field(True, 'Show tqdm progress bars')
 
     def __post_init__(self) -> None:
@@ -141,8 +171,32 @@ class TrainConfig:
         if self.load_in_4bit and self.cpu:
             raise ConfigError(f'{flag("load_in_4bit")}: 4-bit QLoRA needs a CUDA GPU, but '
                               f'{flag("cpu")} is set')
+        if self.model_kind == 'audio_visual' and not self.prompt_id.startswith('av_'):
+            raise ConfigError(f'{flag("prompt_id")}: the audio_visual model is trained with '
+                              f'av_emotions_v1, not {self.prompt_id!r}')
+        if self.model_kind == 'llava' and self.prompt_id.startswith('av_'):
+            raise ConfigError(f'{flag("prompt_id")}: {self.prompt_id!r} needs '
+                              f'{flag("model_kind")} audio_visual')
+        if self.label_set:
+            from emotion_ros.llm.labels import LABEL_SETS
+            if self.label_set not in LABEL_SETS:
+                raise ConfigError(f'{flag("label_set")}: {self.label_set!r} is not one of '
+                                  f'{sorted(LABEL_SETS)}')
+            if self.model_kind != 'audio_visual':
+                raise ConfigError(f'{flag("label_set")}: the discrete head belongs to '
+                                  f'{flag("model_kind")} audio_visual')
+        if self.selection_metric in ('weighted_f1', 'uar', 'accuracy') and not self.label_set:
+            raise ConfigError(f'{flag("selection_metric")}: {self.selection_metric} needs '
+                              f'{flag("label_set")}')
         if '/' in self.bundle_name or not self.bundle_name:
             raise ConfigError(f'{flag("bundle_name")}: must be a plain folder name')
+
+    @property
+    def best_metric(self) -> str:
+        """The validation metric that chooses the best epoch."""
+        if self.selection_metric != 'auto':
+            return self.selection_metric
+        return 'weighted_f1' if self.label_set else 'map'
 
     @property
     def with_vad(self) -> bool:

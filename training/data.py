@@ -28,8 +28,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES, VAD_MAX, VAD_MIN
-from emotion_ros.contract import VAD_NAMES
+from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES, VAD_MAX, VAD_MIN
+from emotion_ros.llm.contract import VAD_NAMES
 from emotion_ros.errors import ConfigError, InputError
 
 SPLITS: Tuple[str, ...] = ('train', 'val', 'test')
@@ -756,10 +756,13 @@ def format_stats_table(stats: Mapping[str, Any]) -> str:
 def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m training stats``."""
     parser.add_argument('root', help='dataset folder or annotation file '
-                        '(Annotations.mat, emotic_pre/*.csv or *.jsonl; see docs/datasets.md)')
+                        '(Annotations.mat, emotic_pre/*.csv or *.jsonl; or an audio-visual '
+                        'layout: RAVDESS, CREMA-D, DFEW, MER2023, MERR, *.av.jsonl; see '
+                        'docs/datasets.md)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
-    parser.add_argument('--split', action='append', choices=SPLITS,
-                        help='only this split (repeatable; default: all present)')
+    parser.add_argument('--split', action='append',
+                        help='only this split (repeatable; default: all present; EMOTIC: '
+                        'train, val, test; audio-visual layouts: see docs/datasets.md)')
     parser.add_argument('--format', dest='fmt', choices=FORMATS,
                         help='force the format instead of detecting it')
     parser.add_argument('--images-root', help='folder the image paths are relative to '
@@ -778,6 +781,21 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_stats(args: argparse.Namespace) -> int:
     """Run ``python -m training stats``; 0 when every split is within the skip threshold."""
+    from training.av_data import av_stats, detect_av_layout
+    if args.fmt is None and detect_av_layout(os.fspath(args.root)):
+        stats = av_stats(args.root, args.split)
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            for split, info in stats['splits'].items():
+                print(f'{split}: {info["clips"]} clips, labels {info["labels"]}, '
+                      f'modalities {info["modalities"]}, missing files {info["missing_files"]}')
+        missing = [s for s, v in stats['splits'].items() if v['missing_files']]
+        if missing:
+            print(f'error: {", ".join(missing)}: clips whose media files are missing',
+                  file=sys.stderr)
+            return 1
+        return 0
     stats = dataset_stats(args.root, args.split, fmt=args.fmt, images_root=args.images_root,
                           check_images=not args.no_check_images,
                           decode_images=args.decode_images,

@@ -42,8 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES, CONTRACT_VERSION, PROMPTS, VAD_NAMES
-from emotion_ros.contract import parse_answer
+from emotion_ros.llm.contract import CATEGORIES, CONTRACT_VERSION, PROMPTS, VAD_NAMES
+from emotion_ros.llm.contract import parse_answer
 from emotion_ros.errors import ConfigError
 
 # Published EMOTIC test mAP (%) the poster compares with.
@@ -168,6 +168,11 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         raise ConfigError('give either --bundle PATH or --zero-shot (with --base-model)')
     if args.zero_shot and not args.base_model:
         raise ConfigError('--zero-shot: name the base model with --base-model')
+    if args.bundle:
+        from emotion_ros.llm.bundle import load_manifest
+        if load_manifest(args.bundle).get('model_kind') == 'audio_visual':
+            from training.av_evaluate import evaluate_av
+            return evaluate_av(args)
     source = _resolve_source(args)
     out_dir = args.out
     if os.path.exists(os.path.join(out_dir, 'report.json')) and not args.overwrite:
@@ -376,8 +381,8 @@ def _plots(out_dir: str, report: Dict[str, Any], labels: np.ndarray, result: Dic
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m training evaluate``."""
-    from emotion_ros.backends.llava import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE
-    from emotion_ros.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS
+    from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE
+    from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS
     parser.description = ('Evaluate a weights bundle (or zero-shot LLaVA) on a dataset split: '
                           'mAP, per-category AP, VAD MAE, thresholds chosen on validation; '
                           'writes report.json/.md and plots.')
@@ -415,6 +420,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help='fail when more persons than this are unusable (default 0.05)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing report')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
+    parser.add_argument('--ablations', nargs='+', metavar='CONDITION',
+                        help='audio_visual bundles: conditions to score (default all of: all, '
+                             'no_transcript, vision_only, audio_only, audio_text)')
     parser.add_argument('--table', nargs='+', metavar='REPORT.json',
                         help='only print the comparison table of these reports and exit')
 
@@ -439,6 +447,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         name = os.path.basename(os.path.normpath(args.bundle)) if args.bundle else 'zero-shot'
         args.out = os.path.join('eval', f'{name}-{args.split}')
     report = evaluate(args)
+    if report.get('model_kind') == 'audio_visual':
+        from training.av_evaluate import ablation_table
+        print(ablation_table(report) + f'\n\nreport in {args.out}', file=sys.stdout)
+        return 0
     vad = report.get('vad_mae') or {}
     print(f'{report["label"]}: mAP {_pct(report["map"])} % on {report["persons"]} persons of '
           f'{report["split"]}' + (f', VAD MAE {_num(vad.get("mean"))}' if vad else '')

@@ -5,7 +5,7 @@ only) and the score head (BCE over the 26 categories, smooth-L1 on VAD) in
 the same forward pass. The head reads the hidden state of the last prompt
 token, which causal attention keeps independent of the answer, so at serving
 time one forward pass of the prompt alone gives the same scores (see
-:mod:`emotion_ros.backends.llava`, which holds the shared pieces).
+:mod:`emotion_ros.llm`, which holds the shared pieces).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from emotion_ros.backends.llava import apply_head, build_score_head, core_llava
-from emotion_ros.backends.llava import positions_from_mask
-from emotion_ros.bundle import BundleInfo, model_arch, model_fingerprint
-from emotion_ros.contract import VAD_MAX, VAD_MIN
 from emotion_ros.errors import ConfigError, ModelLoadError
+from emotion_ros.llm.bundle import BundleInfo, model_arch, model_fingerprint
+from emotion_ros.llm.contract import VAD_MAX, VAD_MIN
+from emotion_ros.llm.encoding import positions_from_mask
+from emotion_ros.llm.head import apply_head, build_score_head
+from emotion_ros.llm.scoring import core_llava
 from training.collate import AnswerTokensError, IGNORE_INDEX
 from training.config import TrainConfig
 

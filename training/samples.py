@@ -2,7 +2,7 @@
 
 Everything the model sees or is asked to say comes from the shared contract
 (:mod:`emotion_ros.contract`: prompts, answer format, VAD words) and the
-shared :func:`emotion_ros.person_view.render_person`, so that training and the
+shared :func:`emotion_ros.llm.person_view.render_person`, so that training and the
 robot cannot drift apart. Two targets, as in the poster's ablation:
 
 * ``emotic_vad_v1``: ``'Emotions: Engagement, Happiness. Valence: high.
@@ -18,9 +18,9 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS, format_answer
+from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS, format_answer
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.person_view import DEFAULT_CROP_MARGIN, render_person
+from emotion_ros.llm.person_view import DEFAULT_CROP_MARGIN, render_person
 from training.data import PersonRecord, categories_to_vector, load_image_rgb
 
 # Prompts that ask for something other than the labels (no ground truth to train on).

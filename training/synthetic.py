@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES, NUM_CATEGORIES, VAD_MAX, VAD_MIN
+from emotion_ros.llm.contract import CATEGORIES, NUM_CATEGORIES, VAD_MAX, VAD_MIN
 from emotion_ros.errors import ConfigError
 from training.data import SPLITS
 

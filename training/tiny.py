@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
-from emotion_ros.backends.llava import CHAT_TEMPLATES
-from emotion_ros.contract import CATEGORIES, PROMPTS, VAD_NAMES, VAD_WORDS, format_answer
+from emotion_ros.llm.contract import CATEGORIES, PROMPTS, VAD_NAMES, VAD_WORDS, format_answer
+from emotion_ros.llm.templates import CHAT_TEMPLATES
 
 SPECIAL_TOKENS = ('<unk>', '<s>', '</s>', '<pad>', '<image>')
 
@@ -122,11 +122,13 @@ def save_tiny_llava(path: str, seed: int = 0, overwrite: bool = False, **sizes: 
         The absolute path, usable as ``base_model`` for training and the backend.
 
     Raises:
-        FileExistsError: when ``path`` holds a model and ``overwrite`` is false.
+        ConfigError: when ``path`` holds a model and ``overwrite`` is false.
     """
+    from emotion_ros.errors import ConfigError
     path = os.path.abspath(path)
     if os.path.exists(os.path.join(path, 'config.json')) and not overwrite:
-        raise FileExistsError(f'{path} already holds a model; pass overwrite=True')
+        raise ConfigError(f'{path} already holds a model; pass --overwrite (overwrite=True) '
+                          'to replace it')
     model, processor = build_tiny_llava(seed=seed, **sizes)
     model.save_pretrained(path)
     processor.save_pretrained(path)
@@ -145,8 +147,8 @@ def write_random_bundle(base_model: str, out: str, seed: int = 0, prompt_id: str
         The bundle folder.
     """
     import torch
-    from emotion_ros.bundle import save_bundle
-    from emotion_ros.contract import DEFAULT_PROMPT_ID
+    from emotion_ros.llm.bundle import save_bundle
+    from emotion_ros.llm.contract import DEFAULT_PROMPT_ID
     from training.config import config_from_mapping
     from training.model import build_model, bundle_info, write_bundle_files
     cfg = config_from_mapping({'base_model': base_model, 'lora_r': lora_r,
@@ -192,3 +194,84 @@ def run_make_tiny(args: Any) -> int:
                            image_size=args.image_size, patch_size=args.patch_size)
     print(path)
     return 0
+
+
+AUDIO_ENCODER_TYPES = ('hubert', 'wav2vec2', 'wavlm')
+
+
+def tiny_audio_encoder_config(kind: str = 'hubert', hidden: int = 32) -> Any:
+    """A HuBERT / wav2vec2 / WavLM config of a few ten thousand parameters (16 kHz input).
+
+    The convolutional front end keeps the real models' total stride of 320
+    samples (20 ms per frame) with three layers instead of seven.
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    from transformers import HubertConfig, Wav2Vec2Config, WavLMConfig
+    classes = {'hubert': HubertConfig, 'wav2vec2': Wav2Vec2Config, 'wavlm': WavLMConfig}
+    if kind not in classes:
+        raise ValueError(f'audio encoder kind {kind!r} is not one of {list(classes)}')
+    return classes[kind](hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=hidden * 2, conv_dim=(32, 32, 32),
+                         conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                         initializer_range=hidden ** -0.5)
+
+
+def build_tiny_audio_encoder(kind: str = 'hubert', seed: int = 0, hidden: int = 32) -> Any:
+    """A random-init tiny speech encoder of the given family (transformers' own model class)."""
+    import torch
+    from transformers import AutoModel
+    torch.manual_seed(seed)
+    return AutoModel.from_config(tiny_audio_encoder_config(kind, hidden))
+
+
+def save_tiny_audio_encoder(path: str, kind: str = 'hubert', seed: int = 0,
+                            overwrite: bool = False) -> str:
+    """Write a tiny speech encoder like a hub model folder (config + safetensors).
+
+    Raises:
+        ConfigError: when ``path`` holds a model and ``overwrite`` is false.
+    """
+    from emotion_ros.errors import ConfigError
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, 'config.json')) and not overwrite:
+        raise ConfigError(f'{path} already holds a model; pass --overwrite (overwrite=True) '
+                          'to replace it')
+    build_tiny_audio_encoder(kind, seed).save_pretrained(path)
+    return path
+
+
+def write_random_av_bundle(base_model: str, audio_encoder: str, out: str, seed: int = 0,
+                           label_set: str = 'mer2023', lora_r: int = 8, head_hidden: int = 64,
+                           overwrite: bool = False) -> str:
+    """Write an audio_visual bundle with random (non-zero) weights on tiny base models.
+
+    For backend tests and benchmarks: the scores are random but computed by the
+    real code path.
+
+    Returns:
+        The bundle folder.
+    """
+    import torch
+    from emotion_ros.llm.bundle import save_bundle
+    from training.av_model import av_bundle_info, build_av_model, write_av_bundle_files
+    from training.config import config_from_mapping
+    cfg = config_from_mapping({'model_kind': 'audio_visual', 'base_model': base_model,
+                               'audio_encoder': audio_encoder, 'lora_r': lora_r,
+                               'lora_alpha': 2 * lora_r, 'head_hidden': head_hidden,
+                               'gradient_checkpointing': False, 'view': 'crop',
+                               'prompt_id': 'av_emotions_v1', 'label_set': label_set,
+                               'seed': seed})
+    model, processor = build_av_model(cfg)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if 'lora_B' in name:  # peft starts B at zero: the adapter would be a no-op
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    info = av_bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
+                          metrics={'note': 'random weights'}, thresholds={})
+    save_bundle(out, info, lambda folder: write_av_bundle_files(model, processor, folder, info),
+                overwrite=overwrite)
+    return os.path.abspath(out)

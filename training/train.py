@@ -12,7 +12,8 @@ What a run leaves in ``output_dir``::
     data_report.json       persons used and skipped per reason, per split
     metrics.jsonl          every logged event (train steps, evaluations), one JSON per line
     train_log.csv          step, epoch, lr, loss, lm_loss, cls_loss, vad_loss, grad_norm, ...
-    eval_log.csv           epoch, step, val_map, val_vad_mae, val_lm_loss, is_best
+    eval_log.csv           epoch, step, val_map, val_vad_mae, val_lm_loss, is_best (+ the
+                           discrete metrics val_accuracy, val_weighted_f1, val_uar, val_war)
     curves.png             training loss and validation mAP so far
     checkpoints/step-N/    resumable state (trainable weights, optimizer, scheduler, progress)
     best/                  trainable weights + metrics of the best epoch (validation mAP)
@@ -38,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from emotion_ros.contract import CATEGORIES
+from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.errors import ConfigError, ModelLoadError
 from training.config import TrainConfig, add_config_arguments, config_from_args, flag
 
@@ -53,10 +54,11 @@ TRAINABLE_FILE = 'trainable.safetensors'
 RESUMABLE_CHANGES = frozenset({'progress', 'num_workers', 'logging_steps', 'save_steps',
                                'save_total_limit', 'resume', 'max_steps',
                                'per_device_eval_batch_size', 'cpu', 'output_dir', 'data_root',
-                               'bundle_name'})
+                               'bundle_name', 'overwrite'})
 TRAIN_COLUMNS = ['step', 'epoch', 'lr', 'loss', 'lm_loss', 'cls_loss', 'vad_loss',
                  'grad_norm', 'samples_per_s', 'elapsed_s']
-EVAL_COLUMNS = ['epoch', 'step', 'val_map', 'val_vad_mae', 'val_lm_loss', 'is_best']
+EVAL_COLUMNS = ['epoch', 'step', 'val_map', 'val_vad_mae', 'val_lm_loss', 'is_best',
+                'val_accuracy', 'val_weighted_f1', 'val_uar', 'val_war']
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -243,7 +245,8 @@ def evaluate_loader(model: Any, loader: Any, accelerator: Any,
     """
     from tqdm.auto import tqdm
     model.eval()
-    parts: Dict[str, List[np.ndarray]] = {'scores': [], 'vad': [], 'labels': [], 'vad_true': []}
+    parts: Dict[str, List[np.ndarray]] = {'scores': [], 'vad': [], 'labels': [], 'vad_true': [],
+                                          'discrete_pred': [], 'discrete_true': []}
     loss_sum = torch.zeros((), device=accelerator.device)
     token_sum = torch.zeros((), device=accelerator.device)
     bar = tqdm(loader, desc='evaluate', leave=False, dynamic_ncols=True,
@@ -259,16 +262,26 @@ def evaluate_loader(model: Any, loader: Any, accelerator: Any,
                  batch['category_targets'].float(), batch['vad_targets'].float()))
             for key, value in zip(('scores', 'vad', 'labels', 'vad_true'), gathered):
                 parts[key].append(value.cpu().numpy())
+            if 'discrete_logits' in out:
+                pred, true = accelerator.gather_for_metrics(
+                    (out['discrete_logits'].argmax(-1), batch['discrete_targets']))
+                parts['discrete_pred'].append(pred.cpu().numpy())
+                parts['discrete_true'].append(true.cpu().numpy())
     model.train()
     loss_sum = accelerator.reduce(loss_sum, 'sum')
     token_sum = accelerator.reduce(token_sum, 'sum')
-    result: Dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items()}
+    result: Dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items() if v}
     result['lm_loss'] = float(loss_sum / token_sum.clamp(min=1))
     return result
 
 
-def split_metrics(result: Dict[str, Any], with_vad: bool) -> Dict[str, Any]:
-    """mAP, per-category AP, VAD MAE and P=R thresholds of one evaluated split."""
+def split_metrics(result: Dict[str, Any], with_vad: bool,
+                  label_set: str = '') -> Dict[str, Any]:
+    """mAP, per-category AP, VAD MAE and P=R thresholds of one evaluated split.
+
+    With a discrete label set, also accuracy, weighted F1, UAR, WAR and the
+    confusion matrix over the samples that have a discrete label.
+    """
     from emotion_ros.metrics import mean_average_precision, precision_recall_thresholds
     from emotion_ros.metrics import vad_mae
     labels = result['labels']
@@ -284,7 +297,21 @@ def split_metrics(result: Dict[str, Any], with_vad: bool) -> Dict[str, Any]:
         'persons': int(labels.shape[0]),
     }
     if with_vad:
-        metrics['vad_mae'] = vad_mae(result['vad_true'], result['vad'])
+        known = np.isfinite(result['vad_true']).all(1)
+        metrics['vad_mae'] = vad_mae(result['vad_true'][known], result['vad'][known]) \
+            if known.any() else {'mean': math.nan}
+    if label_set and 'discrete_true' in result:
+        from emotion_ros.llm.labels import label_set as classes_of
+        from emotion_ros.metrics import classification_metrics
+        known = result['discrete_true'] >= 0
+        if known.any():
+            classes = classes_of(label_set)
+            metrics['discrete'] = {
+                'label_set': label_set, 'classes': list(classes),
+                **classification_metrics(result['discrete_true'][known],
+                                         result['discrete_pred'][known], len(classes))}
+            for key in ('accuracy', 'weighted_f1', 'uar', 'war'):
+                metrics[key] = metrics['discrete'][key]
     return metrics
 
 
@@ -346,6 +373,8 @@ def _load_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, A
     from training.samples import SampleSet
     if not cfg.data_root:
         raise ConfigError(f'{flag("data_root")}: give the dataset folder')
+    if cfg.model_kind == 'audio_visual':
+        return _load_av_data(cfg, output_dir, is_main)
     report: Dict[str, Any] = {}
     sets = []
     for split, limit in ((cfg.train_split, cfg.max_train_samples),
@@ -360,6 +389,32 @@ def _load_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, A
         report[split] = {'persons_used': len(records), 'persons_read': skipped.total,
                          'skipped': dict(skipped.counts), 'boxes_clipped': skipped.clipped}
         sets.append(SampleSet(records, cfg.view, cfg.prompt_id))
+    if is_main:
+        _write_json(os.path.join(output_dir, 'data_report.json'), report)
+    return sets[0], sets[1]
+
+
+def _load_av_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, Any]:
+    """Audio-visual clips (and EMOTIC images) of one or several comma-separated roots."""
+    from collections import Counter
+    from training.av_data import AVSampleSet, load_av_records
+    report: Dict[str, Any] = {}
+    sets = []
+    for split, limit in ((cfg.train_split, cfg.max_train_samples),
+                         (cfg.eval_split, cfg.max_eval_samples)):
+        records = load_av_records(cfg.data_root, split)
+        if limit:
+            records = records[:limit]
+        if not records:
+            raise ConfigError(f'{flag("data_root")}: split {split!r} of {cfg.data_root} has '
+                              'no clips')
+        report[split] = {'clips': len(records),
+                         'datasets': dict(Counter(r.dataset for r in records)),
+                         'modalities': dict(Counter(m for r in records for m in r.modalities)),
+                         'labels': dict(Counter(r.label or 'none' for r in records))}
+        sets.append(AVSampleSet(records, cfg.prompt_id, cfg.label_set, cfg.view,
+                                cfg.video_frames, cfg.use_transcript, cfg.with_reasons,
+                                cfg.media_cache_dir))
     if is_main:
         _write_json(os.path.join(output_dir, 'data_report.json'), report)
     return sets[0], sets[1]
@@ -402,6 +457,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     from transformers import get_scheduler
     from training.collate import EmotionCollator
     from training.model import build_model
+    audio_visual = cfg.model_kind == 'audio_visual'
 
     use_cuda = torch.cuda.is_available() and not cfg.cpu
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=_mixed_precision(cfg, use_cuda))
@@ -424,13 +480,44 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                 _LOG.info('run in %s already finished; bundle at %s', cfg.output_dir,
                           os.path.join(cfg.output_dir, cfg.bundle_name))
             return saved.get('summary', {})
+    if cfg.init_from and resume_from is None and not os.path.isdir(cfg.init_from):
+        raise ConfigError(f'{flag("init_from")}: {cfg.init_from!r} is not a folder (a stage-1 '
+                          'run or bundle)')
+    existing = [name for name in (cfg.bundle_name, BEST_DIR)
+                if os.path.exists(os.path.join(cfg.output_dir, name))]
+    if existing and not cfg.overwrite and resume_from is None:
+        raise ConfigError(f'{flag("output_dir")}: {cfg.output_dir} already holds {existing} '
+                          'from an earlier run; this run would replace them. Use another '
+                          f'{flag("output_dir")} or pass {flag("overwrite")}')
+    if os.path.exists(os.path.join(cfg.output_dir, cfg.bundle_name)) and not cfg.overwrite:
+        raise ConfigError(f'{flag("output_dir")}: {cfg.output_dir} already holds a bundle '
+                          f'({cfg.bundle_name}/) that this run would replace; pass '
+                          f'{flag("overwrite")} or use another {flag("output_dir")}')
     set_seed(cfg.seed)
     if is_main:
         _write_json(os.path.join(cfg.output_dir, 'config.json'), cfg.to_dict())
 
     train_set, eval_set = _load_data(cfg, cfg.output_dir, is_main)
-    model, processor = build_model(cfg, device=str(accelerator.device))
-    collator = EmotionCollator(processor, cfg.chat_template, cfg.max_seq_len)
+    if audio_visual:
+        from training.av_model import AVCollator, build_av_model, init_from_stage1
+        model, processor = build_av_model(cfg, device=str(accelerator.device))
+        collator = AVCollator(processor, cfg.chat_template, model.model.layout, cfg.prompt_id,
+                              cfg.max_seq_len)
+        if cfg.init_from and resume_from is None:
+            loaded = init_from_stage1(model, cfg.init_from, cfg.label_set)
+            if is_main:
+                _LOG.info('stage 2 initialised from %s (%d tensors; fresh: %s)',
+                          loaded['source'], loaded['loaded'], loaded['fresh'] or 'none')
+                _write_json(os.path.join(cfg.output_dir, 'init_from.json'), loaded)
+    else:
+        if cfg.init_from and resume_from is None:
+            from safetensors.torch import load_file
+            model, processor = build_model(cfg, device=str(accelerator.device))
+            model.load_trainable_state_dict(load_file(os.path.join(
+                cfg.init_from, BEST_DIR, TRAINABLE_FILE)))
+        else:
+            model, processor = build_model(cfg, device=str(accelerator.device))
+        collator = EmotionCollator(processor, cfg.chat_template, cfg.max_seq_len)
     sampler = EpochSampler(len(train_set), cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.per_device_train_batch_size,
                               sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers)
@@ -543,13 +630,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         finished_epoch = state['batches_in_epoch'] >= micro_per_epoch
         # Evaluate after every full epoch, and once at the end of a max_steps run.
         result = evaluate_loader(model, eval_loader, accelerator, cfg.progress)
-        metrics = split_metrics(result, cfg.with_vad)
+        metrics = split_metrics(result, cfg.with_vad or audio_visual, cfg.label_set)
+        selected = metrics.get(cfg.best_metric, math.nan)
         epoch_done = epoch + 1 if finished_epoch else epoch + state['batches_in_epoch'] / \
             micro_per_epoch
+        # state['best_map'] holds the best value of the selection metric (mAP by default).
         is_best = state['best_map'] is None or (
-            not math.isnan(metrics['map']) and metrics['map'] > state['best_map'])
+            not math.isnan(selected) and selected > state['best_map'])
         if is_best:
-            state['best_map'] = metrics['map']
+            state['best_map'] = selected
             state['best_epoch'] = epoch_done
             if is_main:
                 _save_best(cfg.output_dir, inner, metrics, epoch_done, state['step'])
@@ -557,6 +646,9 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         summary_row = {'epoch': epoch_done, 'step': state['step'], 'val_map': metrics['map'],
                        'val_vad_mae': vad_mean, 'val_lm_loss': metrics['lm_loss'],
                        'is_best': int(is_best)}
+        for key in ('accuracy', 'weighted_f1', 'uar', 'war'):
+            if key in metrics:
+                summary_row['val_' + key] = metrics[key]
         state['history'].append(summary_row)
         logger.log('eval', {**summary_row, 'per_category_ap': metrics['per_category_ap'],
                             'vad_mae': metrics.get('vad_mae')})
@@ -595,28 +687,36 @@ def _finish(cfg: TrainConfig, accelerator: Any, model: Any, processor: Any,
             state: Dict[str, Any]) -> Dict[str, Any]:
     """Load the best epoch's weights and write the bundle (main process)."""
     from safetensors.torch import load_file
-    from emotion_ros.bundle import save_bundle
+    from emotion_ros.llm.bundle import save_bundle
     from training.model import bundle_info, write_bundle_files
+    if cfg.model_kind == 'audio_visual':
+        from training.av_model import av_bundle_info as bundle_info  # noqa: F811
+        from training.av_model import write_av_bundle_files as write_bundle_files  # noqa: F811
     accelerator.wait_for_everyone()
     bundle_path = os.path.join(cfg.output_dir, cfg.bundle_name)
     best_dir = os.path.join(cfg.output_dir, BEST_DIR)
     with open(os.path.join(best_dir, 'metrics.json'), encoding='utf-8') as f:
         best = json.load(f)
     summary = {'best_epoch': best['epoch'], 'best_map': best['map'], 'steps': state['step'],
+               'selection_metric': cfg.best_metric,
+               'best_value': best.get(cfg.best_metric, best['map']),
                'bundle': os.path.abspath(bundle_path), 'history': state['history']}
     if accelerator.is_main_process:
         model.load_trainable_state_dict(load_file(os.path.join(best_dir, TRAINABLE_FILE)))
         metrics = {'split': cfg.eval_split, 'epoch': best['epoch'], 'map': best['map'],
                    'per_category_ap': best['per_category_ap'],
                    'vad_mae': best.get('vad_mae'), 'lm_loss': best['lm_loss'],
-                   'persons': best['persons']}
+                   'persons': best['persons'], 'selection_metric': cfg.best_metric}
+        for key in ('accuracy', 'weighted_f1', 'uar', 'war', 'discrete'):
+            if key in best:
+                metrics[key] = best[key]
         info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(cfg.output_dir)),
                            metrics=metrics, thresholds=best['thresholds'])
         save_bundle(bundle_path, info,
                     lambda folder: write_bundle_files(model, processor, folder, info),
                     overwrite=True)
-        _LOG.info('best epoch %s (validation mAP %.4f); bundle written to %s', best['epoch'],
-                  best['map'], bundle_path)
+        _LOG.info('best epoch %s (validation %s %.4f); bundle written to %s', best['epoch'],
+                  cfg.best_metric, best.get(cfg.best_metric, math.nan), bundle_path)
     accelerator.wait_for_everyone()
     return summary
 
@@ -691,13 +791,19 @@ def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str
         ModelLoadError: when the weights do not fit the model.
     """
     from safetensors.torch import load_file
-    from emotion_ros.bundle import save_bundle
+    from emotion_ros.llm.bundle import save_bundle
     from training.config import config_from_mapping
     from training.model import build_model, bundle_info, write_bundle_files
     config_path = os.path.join(run_dir, 'config.json')
     if not os.path.isfile(config_path):
         raise ConfigError(f'{run_dir} is neither a bundle (manifest.json) nor a training run '
                           '(config.json)')
+    with open(config_path, encoding='utf-8') as f:
+        audio_visual = json.load(f).get('model_kind') == 'audio_visual'
+    if audio_visual:
+        from training.av_model import av_bundle_info as bundle_info  # noqa: F811
+        from training.av_model import build_av_model as build_model  # noqa: F811
+        from training.av_model import write_av_bundle_files as write_bundle_files  # noqa: F811
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f'{out} already exists; pass --overwrite to replace it')
     with open(config_path, encoding='utf-8') as f:
@@ -735,7 +841,7 @@ def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str
 
 def run_export(args: Any) -> int:
     """Run ``python -m training export`` from parsed arguments."""
-    from emotion_ros.bundle import MANIFEST_NAME, merge_adapter
+    from emotion_ros.llm.bundle import MANIFEST_NAME, merge_adapter
     source_is_bundle = os.path.isfile(os.path.join(args.source, MANIFEST_NAME))
     if source_is_bundle:
         if not args.merge:
@@ -744,13 +850,19 @@ def run_export(args: Any) -> int:
         manifest = merge_adapter(args.source, args.out, base_model=args.base_model or None,
                                  dtype=args.dtype, overwrite=args.overwrite)
     elif args.merge:
-        tmp = args.out.rstrip('/') + '.lora-tmp'
-        export_run(args.source, tmp, args.checkpoint, args.base_model, overwrite=True)
+        if os.path.exists(args.out) and not args.overwrite:
+            raise ConfigError(f'{args.out} already exists; pass --overwrite to replace it')
+        import tempfile
+        parent = os.path.dirname(os.path.abspath(args.out))
+        os.makedirs(parent, exist_ok=True)
+        tmp_root = tempfile.mkdtemp(prefix='.export-', dir=parent)  # never a user's folder
+        tmp = os.path.join(tmp_root, 'lora')
         try:
+            export_run(args.source, tmp, args.checkpoint, args.base_model)
             manifest = merge_adapter(tmp, args.out, base_model=args.base_model or None,
                                      dtype=args.dtype, overwrite=args.overwrite)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp_root, ignore_errors=True)
     else:
         manifest = export_run(args.source, args.out, args.checkpoint, args.base_model,
                               args.overwrite)

@@ -1,4 +1,4 @@
-"""The emotion backend interface shared by every model (light, llava, ...)."""
+"""The emotion backend interface shared by every model (light, llava, audio_visual)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def create_backend(name: str, options: Any) -> EmotionBackend:
     """Build (not load) the backend registered under ``name``.
 
     ``options`` is the backend's own frozen options dataclass (``LightOptions``,
-    ``LlavaOptions``), read from ``emotion.<name>.*`` parameters.
+    ``LlavaOptions``, ``AudioVisualOptions``), read from ``emotion.<name>.*`` parameters.
 
     Raises:
         ConfigError: for an unknown name, listing the known ones.
@@ -104,3 +104,8 @@ def _register_builtin() -> None:
             from emotion_ros.backends.llava import LlavaBackend
             return LlavaBackend(options)
         register_backend('llava', _llava)
+    if 'audio_visual' not in _REGISTRY:
+        def _audio_visual(options: Any) -> EmotionBackend:
+            from emotion_ros.backends.audio_visual import AudioVisualBackend
+            return AudioVisualBackend(options)
+        register_backend('audio_visual', _audio_visual)

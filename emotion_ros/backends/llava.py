@@ -1,10 +1,9 @@
 """The ``llava`` emotion backend: LLaVA + LoRA adapter + score head from a weights bundle.
 
-This module is also the serving half of the train/serve contract for LLaVA:
-the conversation templates, how a person view becomes pixels and prompt
-tokens, the score head and the single-pass scoring forward live here and are
-imported by ``training/`` (never the reverse), so what is trained is exactly
-what runs on the robot.
+The train/serve contract (templates, prompt encoding, score primer, head,
+person views, bundle format and its contract hash) lives in
+:mod:`emotion_ros.llm`, imported by ``training/`` and by this thin backend
+alike, so what is trained is exactly what runs on the robot.
 
 How scores are obtained:
 
@@ -38,61 +37,18 @@ import numpy as np
 
 from emotion_ros.backends.base import EmotionBackend
 from emotion_ros.config import field
-from emotion_ros.contract import CATEGORIES, DEFAULT_PROMPT_ID, NUM_CATEGORIES, PROMPTS, VAD_MAX
-from emotion_ros.contract import SCORE_PRIMER, VAD_MIN
-from emotion_ros.errors import ConfigError, InputError, ModelLoadError
+from emotion_ros.errors import ConfigError, ModelLoadError
+from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, NUM_CATEGORIES, PROMPTS
+from emotion_ros.llm.encoding import encode_prompt, image_token_count, left_pad
+from emotion_ros.llm.encoding import pixel_values_for
+from emotion_ros.llm.head import apply_head, build_score_head
+from emotion_ros.llm.scoring import candidate_log_probs, category_candidates, core_llava
+from emotion_ros.llm.scoring import prompt_hidden, resolve_device, resolve_dtype
+from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE, render_prompt
+from emotion_ros.llm.templates import scoring_prompt
 from emotion_ros.types import Box, EmotionOutput
 
 _LOG = logging.getLogger(__name__)
-
-IMAGE_PLACEHOLDER = '<image>'
-# The head predicts 26 category logits followed by 3 VAD values.
-HEAD_OUTPUTS = NUM_CATEGORIES + 3
-
-
-@dataclasses.dataclass(frozen=True)
-class ChatTemplate:
-    """How a question (and, in training, the answer) is laid out for one base model family.
-
-    ``prompt`` holds ``{question}`` and the image placeholder; the answer is
-    appended as ``answer_prefix + answer`` and ends with the tokenizer's EOS.
-    """
-
-    template_id: str
-    prompt: str
-    answer_prefix: str
-
-
-# Chosen by explicit id (training config, bundle manifest), never from the model name.
-CHAT_TEMPLATES: Dict[str, ChatTemplate] = {
-    # What llava-hf/llava-1.5-*-hf document for inference.
-    'llava-1.5': ChatTemplate('llava-1.5', 'USER: <image>\n{question} ASSISTANT:', ' '),
-    # The Vicuna v1 system prompt LLaVA-1.5 was instruction-tuned with.
-    'vicuna-v1': ChatTemplate(
-        'vicuna-v1',
-        'A chat between a curious human and an artificial intelligence assistant. The '
-        "assistant gives helpful, detailed, and polite answers to the human's questions. "
-        'USER: <image>\n{question} ASSISTANT:',
-        ' '),
-}
-DEFAULT_CHAT_TEMPLATE = 'llava-1.5'
-
-
-# SCORE_PRIMER (contract): every answer starts with it; the score head reads the
-# hidden state right after it, where the language model decides which emotion to
-# name first, so the text loss and the head pull together.
-
-
-def render_prompt(template_id: str, question: str) -> str:
-    """Put a question into a chat template (the image placeholder not yet expanded).
-
-    Raises:
-        ConfigError: for an unknown template id.
-    """
-    if template_id not in CHAT_TEMPLATES:
-        raise ConfigError(f'chat_template: unknown template {template_id!r}; '
-                          f'known: {sorted(CHAT_TEMPLATES)}')
-    return CHAT_TEMPLATES[template_id].prompt.format(question=question)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +72,9 @@ class LlavaOptions:
                                    choices=tuple(PROMPTS))
     explain_with_adapter: bool = field(
         False, 'Generate explanations with the fine-tuned adapter; false uses the base '
-        "model's own words (fine-tuning on label lists makes LLaVA forget how to describe)")
+        "model's own words (fine-tuning on label lists makes LLaVA forget how to describe). "
+        'A merged bundle has no separate adapter: it always explains with its fine-tuned '
+        'weights (a warning at load says so); use the LoRA bundle for base-model words')
     zero_shot_prompt_id: str = field(DEFAULT_PROMPT_ID,
                                      'Prompt id used when running without a bundle',
                                      choices=tuple(PROMPTS))
@@ -125,206 +83,6 @@ class LlavaOptions:
                                          choices=tuple(CHAT_TEMPLATES))
     zero_shot_view: str = field('box', 'Person view used when running without a bundle',
                                 choices=('box', 'crop'))
-
-
-# ---------------------------------------------------------------------------
-# Shared train/serve helpers (torch imported inside).
-
-
-def scoring_prompt(template_id: str, question: str) -> str:
-    """The text scored in one forward pass: the prompt followed by the answer's start."""
-    return render_prompt(template_id, question) + CHAT_TEMPLATES[template_id].answer_prefix + \
-        SCORE_PRIMER
-
-
-def _image_fill(processor: Any) -> Tuple[int, int, int]:
-    mean = getattr(processor.image_processor, 'image_mean', None) or (0.5, 0.5, 0.5)
-    return tuple(int(round(float(m) * 255)) for m in mean[:3])  # type: ignore[return-value]
-
-
-def pixel_values_for(processor: Any, views: Sequence[np.ndarray]) -> Any:
-    """Turn rendered person views (RGB uint8) into the model's pixel tensor."""
-    from emotion_ros.person_view import pad_to_square
-    # render_person already pads to a square; views from elsewhere get the same treatment.
-    fill = _image_fill(processor)
-    squares = [pad_to_square(np.ascontiguousarray(v), fill) for v in views]
-    out = processor.image_processor(images=squares, return_tensors='pt')
-    return out['pixel_values']
-
-
-def image_token_count(processor: Any) -> int:
-    """Number of ``<image>`` tokens one image expands to, measured through the processor.
-
-    Raises:
-        ModelLoadError: when the processor does not expand the image token.
-    """
-    dummy = np.zeros((8, 8, 3), dtype=np.uint8)
-    token = processor.image_token
-    out = processor(images=[dummy], text=[token], return_tensors='np')
-    token_id = processor.tokenizer.convert_tokens_to_ids(token)
-    count = int((np.asarray(out['input_ids']) == token_id).sum())
-    if count < 1:
-        raise ModelLoadError(f'the processor does not expand {token!r} into image tokens '
-                             '(check patch_size / vision_feature_select_strategy in '
-                             'processor_config.json)')
-    return count
-
-
-def expand_image_placeholder(text: str, processor: Any, count: int) -> str:
-    """Replace the one image placeholder of a prompt by ``count`` image tokens.
-
-    Raises:
-        InputError: when the prompt does not hold exactly one placeholder.
-    """
-    if text.count(IMAGE_PLACEHOLDER) != 1:
-        raise InputError(f'a prompt must contain exactly one {IMAGE_PLACEHOLDER}, got '
-                         f'{text.count(IMAGE_PLACEHOLDER)}: {text[:80]!r}', kind='prompt')
-    return text.replace(IMAGE_PLACEHOLDER, processor.image_token * count)
-
-
-def encode_prompt(processor: Any, prompt: str, count: int) -> List[int]:
-    """Token ids of a rendered prompt, exactly as training saw its prompt part."""
-    text = expand_image_placeholder(prompt, processor, count)
-    return list(processor.tokenizer(text, add_special_tokens=True)['input_ids'])
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tuple[Any, Any]:
-    """Left-pad id lists into (input_ids, attention_mask) tensors (last token at -1)."""
-    import torch
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, length - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, length - len(seq):] = 1
-    return ids, mask
-
-
-def positions_from_mask(attention_mask: Any) -> Any:
-    """Position ids that ignore padding (left or right), so padding never shifts RoPE."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def build_score_head(hidden_size: int, head_hidden: int, dropout: float = 0.0) -> Any:
-    """The score head: an MLP from the LLM hidden state to 26 category logits + 3 VAD values."""
-    import torch
-    return torch.nn.Sequential(
-        torch.nn.Linear(hidden_size, head_hidden),
-        torch.nn.GELU(),
-        torch.nn.Dropout(dropout),
-        torch.nn.Linear(head_hidden, HEAD_OUTPUTS),
-    )
-
-
-def apply_head(head: Any, hidden: Any) -> Tuple[Any, Any]:
-    """Run the head in float32 on hidden states ``[B, H]``.
-
-    Returns:
-        (category logits ``[B, 26]``, VAD ``[B, 3]`` on 1-10).
-    """
-    out = head(hidden.float())
-    logits = out[:, :NUM_CATEGORIES]
-    vad = VAD_MIN + (VAD_MAX - VAD_MIN) * out[:, NUM_CATEGORIES:].sigmoid()
-    return logits, vad
-
-
-def core_llava(model: Any) -> Any:
-    """The ``LlavaForConditionalGeneration`` inside a peft wrapper (LoRA layers stay active)."""
-    get_base = getattr(model, 'get_base_model', None)
-    return get_base() if callable(get_base) else model
-
-
-def prompt_hidden(model: Any, input_ids: Any, attention_mask: Any, pixel_values: Any) -> Any:
-    """Last-layer hidden states ``[B, T, H]`` of the language model, without the LM head.
-
-    Skipping the LM head avoids computing vocabulary logits for every token,
-    which is most of the memory of a 7B forward at batch 8.
-    """
-    llava = core_llava(model)
-    out = llava.model(input_ids=input_ids, attention_mask=attention_mask,
-                      pixel_values=pixel_values,
-                      position_ids=positions_from_mask(attention_mask), use_cache=False)
-    return out.last_hidden_state
-
-
-def resolve_device(device: str) -> str:
-    """Map 'auto' onto 'cuda' when a GPU is usable, else 'cpu'.
-
-    Raises:
-        ConfigError: when 'cuda' is asked for and no GPU is usable.
-    """
-    import torch
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise ConfigError('emotion.llava.device: cuda requested but no CUDA GPU is usable')
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """Map a dtype option onto a torch dtype (auto: bf16 on GPU when supported, else fp32)."""
-    import torch
-    if dtype == 'auto':
-        if device.startswith('cuda'):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {'bfloat16': torch.bfloat16, 'float16': torch.float16,
-            'float32': torch.float32}[dtype]
-
-
-def category_candidates(tokenizer: Any) -> List[List[int]]:
-    """Token ids of ' <Category>' for each of the 26 categories (zero-shot scoring)."""
-    out = []
-    for name in CATEGORIES:
-        ids = tokenizer(' ' + name, add_special_tokens=False)['input_ids']
-        if not ids:
-            raise ModelLoadError(f'the tokenizer maps category {name!r} to no tokens')
-        out.append(list(ids))
-    return out
-
-
-def candidate_log_probs(model: Any, input_ids: Any, attention_mask: Any, pixel_values: Any,
-                        candidates: Sequence[Sequence[int]], pad_id: int) -> Any:
-    """Log-probability of each candidate continuation after each (left-padded) prefix.
-
-    The prefixes run once; their KV cache is repeated for the K candidates,
-    which then run together as one batch of B*K short sequences.
-
-    Returns:
-        A float tensor ``[B, K]`` (sum of the candidate's token log-probs).
-    """
-    import torch
-    llava = core_llava(model)
-    batch = input_ids.shape[0]
-    k = len(candidates)
-    out = llava(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                position_ids=positions_from_mask(attention_mask), use_cache=True,
-                logits_to_keep=1)
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(k)
-    length = max(len(c) for c in candidates)
-    cand = torch.full((k, length), pad_id, dtype=torch.long, device=input_ids.device)
-    cand_mask = torch.zeros((k, length), dtype=torch.long, device=input_ids.device)
-    for i, c in enumerate(candidates):
-        cand[i, :len(c)] = torch.tensor(list(c), device=input_ids.device)
-        cand_mask[i, :len(c)] = 1
-    first_ids = cand[:, 0]
-    total = first[:, first_ids]  # [B, K]
-    if length > 1:
-        ids2 = cand.repeat(batch, 1)  # [B*K, L]
-        prefix_mask = attention_mask.repeat_interleave(k, dim=0)
-        mask2 = torch.cat([prefix_mask, cand_mask.repeat(batch, 1)], dim=1)
-        start = prefix_mask.sum(-1, keepdim=True)
-        pos2 = start + torch.arange(length, device=input_ids.device).unsqueeze(0)
-        out2 = llava(input_ids=ids2, attention_mask=mask2, past_key_values=cache,
-                     position_ids=pos2, use_cache=True)
-        logp = torch.log_softmax(out2.logits[:, :-1].float(), dim=-1)  # predicts tokens 1..L-1
-        target = ids2[:, 1:]
-        gathered = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        gathered = gathered * cand_mask[:, 1:].repeat(batch, 1)
-        total = total + gathered.sum(-1).view(batch, k)
-    return total
 
 
 # ---------------------------------------------------------------------------
@@ -409,6 +167,15 @@ class LlavaBackend(EmotionBackend):
         return bool(self.manifest is not None and self.manifest['head'].get('with_vad'))
 
     @property
+    def explanation_source(self) -> str:
+        """Whose words explanations are: 'base', 'adapter' or 'merged' (fine-tuned, merged)."""
+        if self.manifest is not None and self.manifest['adapter_type'] == 'merged':
+            return 'merged'
+        if self.options.explain_with_adapter or not self._has_adapter:
+            return 'adapter' if self._has_adapter else 'base'
+        return 'base'
+
+    @property
     def device(self) -> str:
         """The torch device the model runs on."""
         return self._device
@@ -424,7 +191,7 @@ class LlavaBackend(EmotionBackend):
             ModelLoadError: when weights or processor files are missing or unreadable.
             ConfigError: for an impossible device/dtype choice.
         """
-        from emotion_ros import bundle as bundle_mod
+        from emotion_ros.llm import bundle as bundle_mod
         opts = self.options
         self._device = resolve_device(opts.device)
         self._dtype = resolve_dtype(opts.dtype, self._device)
@@ -467,6 +234,11 @@ class LlavaBackend(EmotionBackend):
             self._model_id = f'llava:{name}@{digest}'
         else:
             self._model_id = f'llava:zero-shot:{base}'
+        if manifest is not None and manifest['adapter_type'] == 'merged' and \
+                not opts.explain_with_adapter:
+            _LOG.warning('bundle %s is merged: explanations come from its fine-tuned weights, '
+                         'not the base model (explain_with_adapter: false needs the LoRA '
+                         'bundle)', opts.bundle_path)
         _LOG.info('llava backend ready: %s on %s (%s), %d image tokens',
                   self._model_id, self._device, self._dtype, self._image_tokens)
 
@@ -558,7 +330,7 @@ class LlavaBackend(EmotionBackend):
         Raises:
             InputError: for a malformed image or box.
         """
-        from emotion_ros.person_view import render_person
+        from emotion_ros.llm.person_view import render_person
         return [render_person(image_rgb, box, self.view) for box in boxes]
 
     def score_views(self, views: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Weights bundles: the hand-over of a fine-tuned LLaVA from training to the robot.
+"""Weights bundles: the hand-over of a fine-tuned LLM model from training to the robot.
 
 A bundle is a folder::
 
@@ -7,11 +7,15 @@ A bundle is a folder::
     model/                 instead of adapter/ in a merged bundle: the full merged model
     head.safetensors       the score head (26 category logits + 3 VAD)
     processor/             tokenizer + image processor used in training
+    multimodal.safetensors (audio_visual only) audio/temporal projectors, discrete head
+    audio_encoder/         (audio_visual only) the frozen speech encoder's config + weights
 
-The manifest records the contract version (:data:`emotion_ros.contract.
-CONTRACT_VERSION`) and the base model (its name and an architecture
-fingerprint); :func:`verify_bundle` refuses a bundle made for another
-contract or base model with a message naming both. Bundles are written to a
+The manifest records the contract version (:data:`emotion_ros.llm.contract.
+CONTRACT_VERSION`), the contract spec and its hash (:mod:`emotion_ros.llm.spec`:
+templates, prompt, head layout, VAD mapping, view, modality layout, label set)
+and the base model (its name and an architecture fingerprint);
+:func:`verify_bundle` refuses a bundle made for another contract hash or base
+model with a message naming both. Bundles are written to a
 temporary folder and renamed into place, so a crash never leaves half a
 bundle, and an existing bundle is only replaced when asked to.
 
@@ -31,14 +35,17 @@ import shutil
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from emotion_ros import __version__ as EMOTION_ROS_VERSION
-from emotion_ros.contract import CATEGORIES, CONTRACT_VERSION, PERSON_VIEWS, PROMPTS, VAD_NAMES
 from emotion_ros.errors import BundleMismatchError, ConfigError, ModelLoadError
+from emotion_ros.llm.contract import CATEGORIES, CONTRACT_VERSION, PERSON_VIEWS, PROMPTS
+from emotion_ros.llm.contract import VAD_NAMES
+from emotion_ros.llm.spec import check_contract, contract_hash, contract_spec
 
 _LOG = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: contract spec + hash, model kinds
 MANIFEST_NAME = 'manifest.json'
 ADAPTER_TYPES = ('lora', 'merged')
+MODEL_KINDS = ('llava', 'audio_visual')
 
 _REQUIRED_KEYS = ('bundle_format', 'contract_version', 'base_model', 'adapter_type',
                   'prompt_id', 'chat_template', 'view', 'categories', 'head', 'head_file',
@@ -74,6 +81,10 @@ class BundleInfo:
     model_dir: str = 'model'
     head_file: str = 'head.safetensors'
     processor_dir: str = 'processor'
+    model_kind: str = 'llava'  # 'llava' or 'audio_visual'
+    modalities: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # '' = llava's
+    label_set: str = ''  # discrete label set of the discrete head ('' = none)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # kind-specific
 
     def __post_init__(self) -> None:
         """Check the fields the robot relies on.
@@ -90,6 +101,9 @@ class BundleInfo:
             raise ConfigError(f'bundle view: {self.view!r} is not one of {list(PERSON_VIEWS)}')
         if not self.base_model:
             raise ConfigError('bundle base_model: must name the base model')
+        if self.model_kind not in MODEL_KINDS:
+            raise ConfigError(f'bundle model_kind: {self.model_kind!r} is not one of '
+                              f'{list(MODEL_KINDS)}')
         unknown = set(self.thresholds) - set(CATEGORIES)
         if unknown:
             raise ConfigError(f'bundle thresholds: unknown categories {sorted(unknown)}')
@@ -192,7 +206,11 @@ def save_bundle(path: str, info: BundleInfo, write_files: Callable[[str], None],
                        'bytes': os.path.getsize(os.path.join(tmp, rel))}
                  for rel in _list_files(tmp)}
         manifest = dict(dataclasses.asdict(info))
+        spec = contract_spec(info.prompt_id, info.chat_template, info.view,
+                             info.modalities or None, info.label_set)
         manifest.update({
+            'contract': spec,
+            'contract_hash': contract_hash(spec),
             'bundle_format': BUNDLE_FORMAT,
             'contract_version': CONTRACT_VERSION,
             'categories': list(CATEGORIES),
@@ -302,6 +320,7 @@ def verify_bundle(path: str, expected_base_model: Optional[str] = None,
     if list(manifest['categories']) != list(CATEGORIES):
         raise BundleMismatchError(f'bundle {path} has categories {manifest["categories"]}, '
                                   f'contract {CONTRACT_VERSION} has {list(CATEGORIES)}')
+    check_contract(path, manifest)
     if expected_base_model and not _same_base(expected_base_model, manifest):
         raise BundleMismatchError(
             f'bundle {path} was trained on base model {manifest["base_model"]!r}, but base '
@@ -347,6 +366,9 @@ def merge_adapter(src: str, dst: str, base_model: Optional[str] = None,
     manifest = verify_bundle(src, expected_base_model=base_model or None)
     if manifest['adapter_type'] != 'lora':
         raise ConfigError(f'bundle {src} is already merged')
+    if manifest.get('model_kind', 'llava') != 'llava':
+        raise ConfigError(f'bundle {src} is a {manifest["model_kind"]} bundle; merging is '
+                          'implemented for llava bundles only (serve it with its adapter)')
     if os.path.exists(dst) and not overwrite:
         raise ConfigError(f'bundle output {dst} already exists; pass overwrite to replace it')
     import torch

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import BOX_COLOR_RGB, PERSON_VIEWS
+from emotion_ros.llm.contract import BOX_COLOR_RGB, PERSON_VIEWS
 from emotion_ros.errors import ConfigError, InputError
 
 # CLIP's image mean in 0-255, the colour LLaVA-1.5 pads with.
