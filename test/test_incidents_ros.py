@@ -358,3 +358,41 @@ def test_alert_monitor_shows_and_acknowledges_incidents(start_node, ros_node):
     missing = subprocess.run([exe, 'reject', '4242'], capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 1 and '4242' in missing.stdout
+
+
+def set_parameters(drv, node_name, **values):
+    """Set parameters of a node through its set_parameters service; the results."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    params_ = []
+    for name, value in values.items():
+        if isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        params_.append(Parameter(name=name, value=pv))
+    reply = drv.call(SetParameters, f'/{node_name}/set_parameters',
+                     SetParameters.Request(parameters=params_))
+    return reply.results
+
+
+def test_run_time_parameters_take_effect_or_are_refused(start_node, ros_node):
+    """A fusion parameter changed at run time changes what the node does (persons below the new
+    min_detection_confidence are ignored, then counted again); a QoS parameter is refused as
+    read-only."""
+    node = message_time_node(start_node)
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    [result] = set_parameters(drv, 'distress_node', min_detection_confidence=0.95)
+    assert result.successful, result.reason
+    for k in range(15):
+        drv.frame(7000.0 + 0.2 * k, [estimate(1, 0.95)])  # detection confidence 0.9
+    drv.wait_frames(15)
+    assert drv.open_incidents() == [] and drv.alerts == []
+    [result] = set_parameters(drv, 'distress_node', min_detection_confidence=0.3)
+    assert result.successful, result.reason
+    for k in range(15):
+        drv.frame(7003.0 + 0.2 * k, [estimate(1, 0.95)])
+    assert drv.settle(lambda: drv.alerts and drv.open_incidents())
+    [refused] = set_parameters(drv, 'distress_node', incidents_depth=50)
+    assert not refused.successful and 'read-only' in refused.reason.lower()
