@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     for var in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', 'ROS_LOG_DIR'):
         if var not in os.environ:
             sys.exit(f'{var} is not set: source tools/env.sh first')
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     src = Path(args.src).resolve()
     wav = out / 'help_loop.wav'
