@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
+from emotion_ros.backends.audio_visual import AudioVisualOptions
 from emotion_ros.backends.base import create_backend, EmotionBackend
 from emotion_ros.backends.light import LightOptions
 from emotion_ros.backends.llava import LlavaOptions
@@ -36,10 +37,14 @@ STAGES = ('decode', 'detect', 'track', 'emotion')
 class EmotionConfig:
     """Which emotion backend runs, and each backend's options."""
 
-    backend: str = field('light', 'Emotion model backend: light (CPU, face expression) or '
-                         'llava (fine-tuned LLaVA bundle, GPU).', choices=('light', 'llava'))
+    backend: str = field('light', 'Emotion model backend: light (CPU, face expression), '
+                         'llava (fine-tuned LLaVA bundle, GPU) or audio_visual (sees and hears '
+                         'each person, docs/audio_visual.md).',
+                         choices=('light', 'llava', 'audio_visual'))
     light: LightOptions = field(LightOptions(), 'Options of the light backend.')
     llava: LlavaOptions = field(LlavaOptions(), 'Options of the llava backend.')
+    audio_visual: AudioVisualOptions = field(AudioVisualOptions(),
+                                             'Options of the audio_visual backend.')
 
     def options(self) -> object:
         """The options dataclass of the selected backend."""
@@ -75,6 +80,9 @@ class PerceptionPipeline:
         self._loaded = False
         self._last: Optional[Tuple[np.ndarray, FrameResult]] = None
         self._lock = threading.Lock()
+        # audio_visual backend only: crop buffers, latest voice/words, audio-only estimate.
+        self.av_context = None
+        self.audio_only_estimate = None
 
     @property
     def loaded(self) -> bool:
@@ -89,6 +97,8 @@ class PerceptionPipeline:
         except BaseException:
             self.detector.close()
             raise
+        make_context = getattr(self.backend, 'make_context', None)
+        self.av_context = make_context() if callable(make_context) else None
         self._loaded = True
 
     def close(self) -> None:
@@ -98,6 +108,8 @@ class PerceptionPipeline:
             self.backend.close()
             self.tracker.reset()
             self._last = None
+            self.av_context = None
+            self.audio_only_estimate = None
             self._loaded = False
 
     @property
@@ -122,6 +134,8 @@ class PerceptionPipeline:
             t1 = time.perf_counter()
             tracks = self.tracker.update(detections, stamp)
             t2 = time.perf_counter()
+            if self.av_context is not None:
+                self._give_av_context(rgb, tracks, stamp)
             outputs = self.backend.estimate(rgb, [t.box for t in tracks]) if tracks else []
             t3 = time.perf_counter()
             persons: List[PersonEstimate] = []
@@ -145,6 +159,30 @@ class PerceptionPipeline:
                                  camera=camera)
             self._last = (rgb, result)
             return result
+
+    def _give_av_context(self, rgb: np.ndarray, tracks: Sequence, stamp: float) -> None:
+        """audio_visual: buffer crops, give each track its context; nobody seen: audio only."""
+        pairs = [(t.track_id, t.box) for t in tracks]
+        self.av_context.add_frame(rgb, pairs, stamp)
+        if pairs:
+            self.backend.set_context(self.av_context.inputs_for(pairs, stamp))
+            self.audio_only_estimate = None
+        else:
+            heard = self.av_context.audio_only(stamp)
+            self.audio_only_estimate = self.backend.estimate_audio_only(heard) \
+                if heard is not None else None
+
+    def feed_audio(self, samples_16k: np.ndarray, end_stamp: float) -> None:
+        """Give the audio_visual backend microphone audio (mono 16 kHz); others ignore it."""
+        if self.av_context is not None:
+            with self._lock:
+                self.av_context.feed_audio(samples_16k, end_stamp)
+
+    def feed_transcript(self, text: str, stamp: float) -> None:
+        """Give the audio_visual backend the latest transcript; others ignore it."""
+        if self.av_context is not None:
+            with self._lock:
+                self.av_context.feed_transcript(text, stamp)
 
     def explain(self, track_id: int, max_new_tokens: int) -> str:
         """Explain one person of the last processed frame in words (llava backend only).

@@ -56,6 +56,14 @@ class AudioVisualOptions:
     use_transcript: bool = field(True, 'Give the latest transcript as text to that person')
     explain_max_new_tokens: int = field(48, 'Default token budget of an explanation',
                                         min=1, max=1024)
+    voice_attribution: str = field(
+        'nearest', 'Whose voice the latest audio is when several persons are visible: nearest '
+        '(largest box; one visible person always gets it), all, or none',
+        choices=('nearest', 'all', 'none'))
+    context_max_age_s: float = field(3.0, 'Audio, transcripts and crops older than this are '
+                                     'not given to the model', positive=True)
+    crop_px: int = field(112, 'Buffered person crops are shrunk to at most this side', min=16,
+                         max=1024)
 
 
 class AudioVisualBackend(EmotionBackend):
@@ -263,6 +271,21 @@ class AudioVisualBackend(EmotionBackend):
                     out['discrete'] = np.zeros((n, probs.shape[1]), np.float32)
                 out['discrete'][sl] = probs
         return out
+
+    def make_context(self) -> Any:
+        """A :class:`PersonAVContext` sized by the bundle's layout and these options."""
+        from emotion_ros.av_context import PersonAVContext
+        layout = self.layout
+        return PersonAVContext(frames=layout.video_frames, crop_px=self.options.crop_px,
+                               audio_window_s=layout.audio_window_s,
+                               max_age_s=self.options.context_max_age_s,
+                               policy=self.options.voice_attribution)
+
+    def estimate_audio_only(self, inputs: Any) -> EmotionOutput:
+        """Score a voice (and words) with nobody visible: an audio-only estimate."""
+        result = self.score_inputs([inputs])
+        return EmotionOutput(scores=result['scores'][0],
+                             vad=tuple(float(v) for v in result['vad'][0]), face_visible=False)
 
     def set_context(self, per_person: Sequence[Any]) -> None:
         """Give the next :meth:`estimate` call each box's crops / audio / transcript.

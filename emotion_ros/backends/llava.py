@@ -49,6 +49,8 @@ from emotion_ros.llm.templates import scoring_prompt
 from emotion_ros.types import Box, EmotionOutput
 
 _LOG = logging.getLogger(__name__)
+# The audio_visual model's prompts need its media block; LLaVA alone cannot answer them.
+LLAVA_PROMPTS = tuple(p for p in PROMPTS if not p.startswith('av_'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +71,7 @@ class LlavaOptions:
     explain_max_new_tokens: int = field(48, 'Default token budget of an explanation',
                                         min=1, max=1024)
     explain_prompt_id: str = field('explain_v1', 'Prompt id used for explanations',
-                                   choices=tuple(PROMPTS))
+                                   choices=LLAVA_PROMPTS)
     explain_with_adapter: bool = field(
         False, 'Generate explanations with the fine-tuned adapter; false uses the base '
         "model's own words (fine-tuning on label lists makes LLaVA forget how to describe). "
@@ -77,7 +79,7 @@ class LlavaOptions:
         'weights (a warning at load says so); use the LoRA bundle for base-model words')
     zero_shot_prompt_id: str = field(DEFAULT_PROMPT_ID,
                                      'Prompt id used when running without a bundle',
-                                     choices=tuple(PROMPTS))
+                                     choices=LLAVA_PROMPTS)
     zero_shot_chat_template: str = field(DEFAULT_CHAT_TEMPLATE,
                                          'Chat template used when running without a bundle',
                                          choices=tuple(CHAT_TEMPLATES))

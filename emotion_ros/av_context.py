@@ -1,0 +1,152 @@
+"""What the audio-visual backend gets besides the frame: crops over time, voice, words.
+
+:class:`PersonAVContext` keeps, per track, a short buffer of the person's
+recent crops (the temporal tokens), the latest audio window of the
+microphone (16 kHz) and the latest transcript, and decides whose voice it is
+(:func:`attribute_voice`):
+
+* **one visible person**: the voice and the words are theirs;
+* **several visible persons**: policy ``nearest`` (default) gives them to the
+  person with the largest box (nearest the robot, whose voice the robot's
+  microphone hears loudest) and to nobody else: one person's frightened voice
+  must not make every bystander look frightened; ``all`` gives them to
+  everyone (a group reacting together), ``none`` to nobody (vision only);
+* **nobody visible**: :meth:`PersonAVContext.audio_only` returns the voice and
+  words alone, which the backend scores as an audio-only estimate (a person
+  heard under rubble but not seen).
+
+Audio or words older than ``max_age_s`` are not used. Pure Python/numpy: no
+ROS, no torch.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from emotion_ros.errors import ConfigError, InputError
+from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE, AVInputs
+from emotion_ros.llm.person_view import render_person
+
+VOICE_POLICIES = ('nearest', 'all', 'none')
+
+
+def attribute_voice(boxes: Sequence[Sequence[float]], policy: str = 'nearest') -> List[bool]:
+    """Which of the visible persons the current voice is given to.
+
+    Raises:
+        ConfigError: for an unknown policy.
+    """
+    if policy not in VOICE_POLICIES:
+        raise ConfigError(f'voice_attribution: {policy!r} is not one of {list(VOICE_POLICIES)}')
+    n = len(boxes)
+    if n == 0 or policy == 'none':
+        return [False] * n
+    if n == 1 or policy == 'all':
+        return [True] * n
+    areas = [max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for b in boxes]
+    nearest = int(np.argmax(areas))
+    return [i == nearest for i in range(n)]
+
+
+class PersonAVContext:
+    """Per-track crop buffers plus the latest audio window and transcript.
+
+    Args:
+        frames: crops kept per track (the clip length of the temporal tokens).
+        crop_px: crops are shrunk to at most this side (bounded memory).
+        audio_window_s: seconds of audio given to a person (the latest window).
+        max_age_s: audio, words and crops older than this are not used.
+        policy: voice attribution policy (see :func:`attribute_voice`).
+    """
+
+    def __init__(self, frames: int = 8, crop_px: int = 112, audio_window_s: float = 4.0,
+                 max_age_s: float = 3.0, policy: str = 'nearest') -> None:
+        """Check the settings."""
+        if policy not in VOICE_POLICIES:
+            raise ConfigError(f'voice_attribution: {policy!r} is not one of '
+                              f'{list(VOICE_POLICIES)}')
+        if frames < 1 or crop_px < 8 or audio_window_s <= 0 or max_age_s <= 0:
+            raise ConfigError('audio-visual context: frames >= 1, crop_px >= 8, '
+                              'audio_window_s > 0 and max_age_s > 0 are required')
+        self.frames = frames
+        self.crop_px = crop_px
+        self.audio_window_s = audio_window_s
+        self.max_age_s = max_age_s
+        self.policy = policy
+        self._crops: Dict[int, Deque[Tuple[float, np.ndarray]]] = {}
+        self._audio = np.zeros(0, np.float32)
+        self._audio_end = -1e18
+        self._transcript: Tuple[float, str] = (-1e18, '')
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def feed_audio(self, samples: np.ndarray, end_stamp: float) -> None:
+        """Append mono 16 kHz float samples ending at ``end_stamp`` (seconds).
+
+        Raises:
+            InputError: for samples that are not finite 1-D numbers.
+        """
+        x = np.asarray(samples, np.float32).reshape(-1)
+        if not np.isfinite(x).all():
+            raise InputError('audio samples hold NaN or infinite values', 'audio_nonfinite')
+        keep = int(self.audio_window_s * AUDIO_SAMPLE_RATE)
+        if end_stamp - self._audio_end > self.audio_window_s:
+            self._audio = np.zeros(0, np.float32)  # a gap: do not splice old audio on
+        self._audio = np.concatenate([self._audio, x])[-keep:]
+        self._audio_end = float(end_stamp)
+
+    def feed_transcript(self, text: str, stamp: float) -> None:
+        """Set the latest transcript (what was said, ending at ``stamp``)."""
+        self._transcript = (float(stamp), ' '.join(str(text).split()))
+
+    def add_frame(self, rgb: np.ndarray, tracks: Sequence[Tuple[int, Sequence[float]]],
+                  stamp: float) -> None:
+        """Buffer each track's crop of this frame; forget tracks unseen for ``max_age_s``."""
+        for track_id, box in tracks:
+            crop = render_person(rgb, box, 'crop', margin=0.1, square=False)
+            step = max(1, int(np.ceil(max(crop.shape[:2]) / self.crop_px)))
+            buffer = self._crops.setdefault(int(track_id),
+                                            collections.deque(maxlen=self.frames))
+            buffer.append((float(stamp), np.ascontiguousarray(crop[::step, ::step])))
+        for track_id in [t for t, b in self._crops.items() if stamp - b[-1][0] > self.max_age_s]:
+            del self._crops[track_id]
+
+    # -- what the backend gets ----------------------------------------------------------------
+
+    def _voice(self, stamp: float) -> Tuple[Optional[np.ndarray], Optional[str]]:
+        audio = self._audio if (self._audio.size and
+                                stamp - self._audio_end <= self.max_age_s) else None
+        t, text = self._transcript
+        words = text if text and stamp - t <= self.max_age_s else None
+        return audio, words
+
+    def inputs_for(self, tracks: Sequence[Tuple[int, Sequence[float]]],
+                   stamp: float) -> List[AVInputs]:
+        """Per track (in order): its recent crops, and the voice/words if attributed to it."""
+        audio, words = self._voice(stamp)
+        voice = attribute_voice([box for _, box in tracks], self.policy)
+        out = []
+        for (track_id, _box), heard in zip(tracks, voice):
+            crops = [c for t, c in self._crops.get(int(track_id), ())
+                     if stamp - t <= self.max_age_s]
+            out.append(AVInputs(frames=crops if len(crops) >= 2 else None,
+                                audio=audio if heard else None,
+                                transcript=words if heard else None))
+        return out
+
+    def audio_only(self, stamp: float) -> Optional[AVInputs]:
+        """The voice and words alone (nobody visible), or None when there is neither."""
+        audio, words = self._voice(stamp)
+        if audio is None and words is None:
+            return None
+        return AVInputs(audio=audio, transcript=words)
+
+    def reset(self) -> None:
+        """Forget everything (cleanup)."""
+        self._crops.clear()
+        self._audio = np.zeros(0, np.float32)
+        self._audio_end = -1e18
+        self._transcript = (-1e18, '')

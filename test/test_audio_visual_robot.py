@@ -1,0 +1,111 @@
+"""The audio_visual backend on the robot side: whose voice it is (one person: theirs; several:
+the nearest; nobody: an audio-only estimate), per-track crop buffers, stale audio unused, and
+the perception pipeline selecting `emotion.backend: audio_visual` with real frames."""
+
+import numpy as np
+import pytest
+
+from emotion_ros.errors import ConfigError, InputError
+
+pytest.importorskip('torch')
+
+
+def test_voice_goes_to_the_only_person_or_the_nearest_of_several():
+    """Over many random scenes: 1 person -> theirs; n -> exactly the largest box; none -> []."""
+    from emotion_ros.av_context import attribute_voice
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 6))
+        xy = rng.uniform(0, 500, (n, 2))
+        wh = rng.uniform(5, 200, (n, 2))
+        boxes = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(xy, wh)]
+        given = attribute_voice(boxes)
+        assert len(given) == n
+        if n == 1:
+            assert given == [True]
+        elif n > 1:
+            assert sum(given) == 1
+            assert given.index(True) == int(np.argmax(wh[:, 0] * wh[:, 1]))
+        assert attribute_voice(boxes, 'all') == [True] * n
+        assert attribute_voice(boxes, 'none') == [False] * n
+    with pytest.raises(ConfigError, match='loudest'):
+        attribute_voice([], 'loudest')
+
+
+def test_context_buffers_crops_per_track_and_drops_stale_voice():
+    """Crop buffers are bounded and per track; old audio/words and gone tracks are not used."""
+    from emotion_ros.av_context import PersonAVContext
+    ctx = PersonAVContext(frames=4, crop_px=32, audio_window_s=1.0, max_age_s=2.0)
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    tracks = [(1, (10, 10, 60, 110)), (2, (80, 20, 150, 100))]
+    for k in range(10):
+        ctx.add_frame(rgb, tracks, stamp=k * 0.2)
+    ctx.feed_audio(np.ones(8000, np.float32) * 0.1, end_stamp=1.8)
+    ctx.feed_audio(np.ones(16000, np.float32) * 0.2, end_stamp=1.8)
+    ctx.feed_transcript('help me', stamp=1.8)
+    got = ctx.inputs_for(tracks, stamp=1.8)
+    assert [len(g.frames) for g in got] == [4, 4]  # bounded buffer
+    assert all(max(f.shape[:2]) <= 32 for f in got[0].frames)
+    assert got[1].audio is not None and got[0].audio is None  # track 2's box is larger
+    assert len(got[1].audio) == 16000 and got[1].transcript == 'help me'
+    later = ctx.inputs_for(tracks, stamp=5.0)
+    assert all(g.audio is None and g.transcript is None and g.frames is None for g in later)
+    assert ctx.audio_only(5.0) is None
+    assert ctx.audio_only(1.9).present() == ('audio', 'transcript')
+    ctx.add_frame(rgb, [(1, (10, 10, 60, 110))], stamp=9.0)  # track 2 gone for > 2 s
+    assert set(ctx._crops) == {1}
+    with pytest.raises(InputError):
+        ctx.feed_audio(np.array([np.nan], np.float32), 9.0)
+
+
+@pytest.fixture(scope='module')
+def av_pipeline(tmp_path_factory):
+    """A perception pipeline with emotion.backend audio_visual (tiny random bundle)."""
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    from emotion_ros.backends.audio_visual import AudioVisualOptions
+    from emotion_ros.config import from_mapping
+    from emotion_ros.pipeline import PerceptionConfig, PerceptionPipeline
+    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    root = tmp_path_factory.mktemp('avrobot')
+    bundle = write_random_av_bundle(save_tiny_llava(str(root / 'base')),
+                                    save_tiny_audio_encoder(str(root / 'hubert')),
+                                    str(root / 'bundle'), seed=4)
+    config = from_mapping(PerceptionConfig, {
+        'detector.type': 'face', 'thumbnails': False, 'emotion.backend': 'audio_visual',
+        'emotion.audio_visual.bundle_path': bundle, 'emotion.audio_visual.device': 'cpu'})
+    assert isinstance(config.emotion.options(), AudioVisualOptions)
+    pipeline = PerceptionPipeline(config)
+    pipeline.load()
+    yield pipeline
+    pipeline.close()
+
+
+def test_pipeline_gives_the_voice_to_the_nearest_person(av_pipeline):
+    """Real frames: audio changes the nearest person's estimate only; nobody: audio-only."""
+    from rosgraph import sample_frame
+    frame = sample_frame('bus', (640, 480))
+    first = av_pipeline.process(frame, stamp=1.0)
+    if len(first.persons) < 2:
+        frame = sample_frame('zidane', (640, 480))
+        first = av_pipeline.process(frame, stamp=1.0)
+    assert len(first.persons) >= 2, 'the sample photo should show several faces'
+    assert av_pipeline.model_id.startswith('audio_visual:')
+    silent = av_pipeline.process(frame, stamp=1.2)
+    t = np.arange(16000) / 16000
+    av_pipeline.feed_audio((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 1.3)
+    heard = av_pipeline.process(frame, stamp=1.4)
+    areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in heard.persons]
+    nearest = int(np.argmax(areas))
+    by_id = {p.track_id: p for p in silent.persons}
+    for k, person in enumerate(heard.persons):
+        before = by_id[person.track_id].emotion.scores
+        changed = not np.allclose(before, person.emotion.scores, atol=1e-4)
+        assert changed == (k == nearest), (k, nearest)
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    av_pipeline.feed_audio((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 1.5)
+    alone = av_pipeline.process(empty, stamp=1.6)
+    assert not alone.persons
+    estimate = av_pipeline.audio_only_estimate
+    assert estimate is not None and not estimate.face_visible
+    assert estimate.scores.shape == (26,) and 1.0 <= estimate.vad[0] <= 10.0
