@@ -45,6 +45,7 @@ SIZE = (640, 480)
 AUDIO_RATE = 16000
 CALL_OFFSET_S = 5.0  # where the call for help starts in each loop of the WAV
 HELP_TEXT = 'Help! Somebody help me!'
+MIC_DELAY_S = 15.0  # the driver listens before the first audio frame (it defines call times)
 DETECT_WINDOW_S = 8.0  # a detection stamped up to this long after the call's start counts
 DELIVERY_MARGIN_S = 7.0  # a call is judged this long after its window (cues still in flight)
 
@@ -91,7 +92,8 @@ class Graph:
         params = ['--ros-args', '--params-file', str(src / 'config' / 'robot.yaml')]
         extra = {'perception_node': ['-p', 'autostart:=true'],
                  'microphone_node': ['-p', 'source:=wav', '-p', f'wav_path:={wav}',
-                                     '-p', 'wav_loop:=true']}
+                                     '-p', 'wav_loop:=true',
+                                     '-p', f'wav_start_delay_s:={MIC_DELAY_S}']}
         self.procs: Dict[str, subprocess.Popen] = {}
         self.logs: Dict[str, Path] = {}
         for name in NODES:
@@ -144,7 +146,9 @@ class Driver:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        rclpy.init()
+        from rclpy.signals import SignalHandlerOptions
+        # Our own SIGINT/SIGTERM handlers end the run cleanly (graph stopped, results written).
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node('soak_driver')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -184,9 +188,11 @@ class Driver:
 
     def _on_audio(self, msg) -> None:
         stamp = self._stamp(msg)
-        # A stamp earlier than the last one means the microphone started its file over
-        # (a source restart): calls are then counted from the new start.
-        if self.first_audio_stamp is None or stamp < self.last_audio_stamp:
+        # The microphone starts after a delay, once we listen: the first frame is the start
+        # of the file. A stamp going back or jumping ahead means its source was restarted
+        # (the file starts over): calls are then counted from the new start.
+        if (self.first_audio_stamp is None or stamp < self.last_audio_stamp
+                or stamp > self.last_audio_stamp + 2.0):
             self.audio_starts.append(stamp)
             self.first_audio_stamp = stamp
         self.last_audio_stamp = stamp
@@ -323,7 +329,15 @@ def main(argv=None) -> int:
     except OSError:
         commit = ''
     graph = Graph(src, out, wav)
-    driver = Driver()
+    try:
+        driver = Driver()
+        return _run(args, out, src, commit, machine, graph, driver, stop, frames)
+    finally:
+        graph.stop()
+
+
+def _run(args, out: Path, src: Path, commit: str, machine: dict, graph: Graph, driver: Driver,
+         stop: dict, frames: Dict[str, np.ndarray]) -> int:
     keys = ('minutes', 'fps', 'help_period_s', 'scene_s', 'sample_s', 'warmup_min',
             'window_min')
     config = {k: getattr(args, k) for k in keys}
@@ -333,13 +347,13 @@ def main(argv=None) -> int:
           f'{args.help_period_s:.0f} s; nodes from {src} ({commit}); output in {out}',
           flush=True)
     # Wait for the graph: estimates and audio cues flowing.
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 180 + MIC_DELAY_S
     while not (driver.counts['estimates'] and driver.counts['cues']):
         driver.publish(frames['empty'])
         driver.spin(0.1)
         if time.monotonic() > deadline or graph.dead() or stop['now']:
-            graph.stop()
-            sys.exit(f'the graph did not start (dead: {graph.dead()}); logs in {out}')
+            print(f'the graph did not start (dead: {graph.dead()}); logs in {out}')
+            return 1
     print(f'| min | {" | ".join(n.replace("_node", "") + " MB" for n in NODES)} | est/s | '
           'cues/s | FPS sent | alerts/min | help heard/spoken | errors |', flush=True)
     print('|---' * (len(NODES) + 7) + '|', flush=True)
