@@ -85,11 +85,12 @@ def camera_frames() -> Dict[str, np.ndarray]:
 class Graph:
     """The node processes (from ``src``), with their logs under ``out``."""
 
-    def __init__(self, src: Path, out: Path, wav: Path) -> None:
+    def __init__(self, src: Path, out: Path, wav: Path, namespace: str) -> None:
         env = dict(os.environ)
         env['PYTHONPATH'] = os.pathsep.join([str(src), env.get('PYTHONPATH', '')])
         env['EMOTION_ROS_ROOT'] = str(src)
-        params = ['--ros-args', '--params-file', str(src / 'config' / 'robot.yaml')]
+        params = ['--ros-args', '--params-file', str(src / 'config' / 'robot.yaml'),
+                  '-r', f'__ns:={namespace}']
         extra = {'perception_node': ['-p', 'autostart:=true'],
                  'microphone_node': ['-p', 'source:=wav', '-p', f'wav_path:={wav}',
                                      '-p', 'wav_loop:=true',
@@ -137,7 +138,7 @@ class Graph:
 class Driver:
     """Publishes the camera stream and records what the graph answers."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert,
@@ -149,7 +150,7 @@ class Driver:
         from rclpy.signals import SignalHandlerOptions
         # Our own SIGINT/SIGTERM handlers end the run cleanly (graph stopped, results written).
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node('soak_driver')
+        self.node = rclpy.create_node('soak_driver', namespace=namespace)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.counts = {'estimates': 0, 'persons': 0, 'cues': 0, 'alerts': 0,
@@ -199,7 +200,7 @@ class Driver:
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
-            name = status.name.replace('emotion_ros: ', '')
+            name = status.name.replace('emotion_ros: ', '').rsplit('/', 1)[-1]
             self.diagnostics[name] = {kv.key: kv.value for kv in status.values}
             self.levels[name] = int.from_bytes(status.level, 'little') \
                 if isinstance(status.level, bytes) else int(status.level)
@@ -301,6 +302,8 @@ def main(argv=None) -> int:
                         help='minutes averaged at each end for the growth')
     parser.add_argument('--out', default=str(ROOT / 'build' / 'soak'), help='output folder')
     parser.add_argument('--src', default=str(ROOT), help='checkout to run the nodes from')
+    parser.add_argument('--namespace', default='/soak',
+                        help='namespace of the graph (keeps tests on the same domain apart)')
     args = parser.parse_args(argv)
     for var in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', 'ROS_LOG_DIR'):
         if var not in os.environ:
@@ -328,9 +331,9 @@ def main(argv=None) -> int:
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ''
-    graph = Graph(src, out, wav)
+    graph = Graph(src, out, wav, args.namespace)
     try:
-        driver = Driver()
+        driver = Driver(args.namespace)
         return _run(args, out, src, commit, machine, graph, driver, stop, frames)
     finally:
         graph.stop()
