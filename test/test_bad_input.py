@@ -18,10 +18,11 @@ from rosgraph import params, sample_frame
 
 
 def latest_values(diags, name):
-    """Key/values of the newest diagnostics status called ``name``."""
+    """Key/values of the newest diagnostics status called ``name`` from a node in the root
+    namespace (a namespaced graph on the same domain, e.g. the soak benchmark, is ignored)."""
     for array in reversed(diags):
         for status in array.status:
-            if status.name == name:
+            if status.name == name and status.hardware_id.count('/') == 1:
                 return {kv.key: kv.value for kv in status.values}
     return {}
 

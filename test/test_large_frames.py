@@ -48,8 +48,9 @@ def _diagnostics(ros_node):
     node = ros_node('large_frames_diag')
     statuses = []
     node.create_subscription(DiagnosticArray, '/diagnostics',
-                             lambda m: statuses.extend(s for s in m.status if s.name == NAME),
-                             50)
+                             lambda m: statuses.extend(
+                                 s for s in m.status
+                                 if s.name == NAME and s.hardware_id == '/perception_node'), 50)
     return node, statuses
 
 

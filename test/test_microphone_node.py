@@ -55,7 +55,9 @@ def _listen(ros_node):
     node.create_subscription(AudioFrame, 'audio', frames.append, 200)
     node.create_subscription(
         DiagnosticArray, '/diagnostics',
-        lambda m: statuses.extend(s for s in m.status if s.name == NAME), 50)
+        lambda m: statuses.extend(s for s in m.status
+                                  if s.name == NAME and s.hardware_id == '/microphone_node'),
+        50)
     return node, frames, statuses
 
 

@@ -42,7 +42,8 @@ class Driver:
             SetParametersAtomically, '/perception_node/set_parameters_atomically')
 
     def _on_diag(self, msg):
-        self.diags.extend(s for s in msg.status if s.name == NAME)
+        self.diags.extend(s for s in msg.status
+                          if s.name == NAME and s.hardware_id == '/perception_node')
 
     def call(self, client, request, timeout=120):
         """Call a service and return its answer."""

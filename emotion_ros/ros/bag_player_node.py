@@ -131,7 +131,8 @@ class BagPlayer(Node):
         if self.config.clock:
             from rosgraph_msgs.msg import Clock
             self.clock_pub = self.create_publisher(Clock, '/clock', 10)
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(2.0, self._publish_diagnostics)
         self.get_logger().info(
             f'playing {len(self.publishers_by_topic)} topics of {self.config.bag} '

@@ -62,7 +62,9 @@ class MicrophoneNode(Node):
         self._sample_rate = first.sample_rate
         self._last_failure = -1e18
         self._lock = threading.Lock()
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
+        # Unique per namespace: 'emotion_ros: microphone_node', 'emotion_ros: robot1/...'.
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(2.0, self._publish_diagnostics)
         self.create_timer(0.25, self._watch)
         self._first = first
