@@ -221,3 +221,52 @@ def test_runtime_parameters_take_effect_or_are_refused(start_node, ros_node):
     assert status is not None
     assert status.level == DiagnosticStatus.OK, status.message  # no fallback any more
     assert proc.alive()
+
+
+# The node's own main() with an emotion backend whose explanations fail every other call
+# (an injected backend failure): estimates must keep coming and the failures be counted.
+FLAKY_EXPLAIN_MAIN = """
+from emotion_ros.backends.llava import LlavaBackend
+calls = [0]
+original = LlavaBackend.explain
+
+def explain(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] % 2:
+        raise RuntimeError(f'generation failed (injected, call {calls[0]})')
+    return original(self, *args, **kwargs)
+
+LlavaBackend.explain = explain
+from emotion_ros.ros.perception_node import main
+main()
+"""
+
+
+def test_failing_explanations_do_not_stop_estimates(start_node, ros_node, tiny_bundle):
+    """With explain_all_persons, explanations that raise are counted (errors.timer.
+    explain_all_persons), diagnostics say ERROR with the reason, and every frame's estimates
+    are still published, some with explanations."""
+    proc = start_node('python', '-c', FLAKY_EXPLAIN_MAIN, *params(
+        'autostart:=true', 'emotion.backend:=llava', f'emotion.llava.bundle_path:={tiny_bundle}',
+        'emotion.llava.device:=cpu', 'explain_all_persons:=true',
+        'explanation_max_new_tokens:=4', 'detector.type:=face', 'max_rate_hz:=2.0',
+        'diagnostics_period_s:=0.5'))
+    driver = Driver(ros_node)
+    out = []
+    driver.node.create_subscription(PersonEmotionArray, 'persons', out.append, 50)
+    pub = driver.node.create_publisher(Image, 'image', 10)
+    rgb = sample_frame('zidane', (320, 240))
+
+    def feed():
+        pub.publish(conversions.rgb_to_image(rgb, conversions.make_header(time.time(), 'cam')))
+        ros_node.spin(0.2)
+        return sum(1 for m in out if m.persons) >= 4
+    assert wait_until(feed, 240), proc.output()[-3000:]
+    status = driver.wait_status(
+        lambda s: int(values(s).get('errors.timer.explain_all_persons', 0)) >= 2, 60)
+    assert status is not None, proc.output()[-3000:]
+    assert status.level == DiagnosticStatus.ERROR and 'injected' in status.message
+    persons = [p for m in out for p in m.persons]
+    assert any(p.explanation.strip() for p in persons)
+    assert len(persons[0].category_scores) == 26
+    assert proc.alive()
