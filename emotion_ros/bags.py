@@ -556,3 +556,38 @@ def audio_frame_message(typestore: Any, samples: np.ndarray, sample_rate: int, s
         header=make_header(typestore, seconds, frame_id), sample_rate=int(sample_rate),
         channels=channels, sample_format=sample_format,
         data=np.frombuffer(data, dtype=np.uint8))
+
+
+CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+
+
+def pinhole_k(width: int, height: int, hfov_deg: float) -> Tuple[float, ...]:
+    """Row-major K of an ideal pinhole camera with the given horizontal field of view."""
+    import math
+    fx = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    return (fx, 0.0, (width - 1) / 2.0, 0.0, fx, (height - 1) / 2.0, 0.0, 0.0, 1.0)
+
+
+def camera_info_message(typestore: Any, width: int, height: int, k: Sequence[float],
+                        seconds: float, frame_id: str = 'camera') -> Any:
+    """Make a ``sensor_msgs/msg/CameraInfo`` of an undistorted camera with intrinsics ``k``."""
+    kk = np.asarray(k, np.float64)
+    p = np.array([kk[0], 0.0, kk[2], 0.0, 0.0, kk[4], kk[5], 0.0, 0.0, 0.0, 1.0, 0.0])
+    roi = typestore.types['sensor_msgs/msg/RegionOfInterest'](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return typestore.types[CAMERA_INFO_TYPE](
+        header=make_header(typestore, seconds, frame_id), height=int(height), width=int(width),
+        distortion_model='plumb_bob', d=np.zeros(5, np.float64), k=kk,
+        r=np.eye(3, dtype=np.float64).ravel(), p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def depth_message(typestore: Any, depth_m: np.ndarray, seconds: float,
+                  frame_id: str = 'camera') -> Any:
+    """Make a 16UC1 (millimetres, 0 = invalid) ``sensor_msgs/msg/Image`` of a depth map."""
+    mm = np.nan_to_num(np.asarray(depth_m, np.float64) * 1000.0, nan=0.0)
+    mm = np.clip(np.round(mm), 0, 65535).astype('<u2')
+    height, width = mm.shape
+    return typestore.types[IMAGE_TYPE](
+        header=make_header(typestore, seconds, frame_id), height=int(height), width=int(width),
+        encoding='16UC1', is_bigendian=0, step=int(width * 2),
+        data=np.frombuffer(mm.tobytes(), dtype=np.uint8))

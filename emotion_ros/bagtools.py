@@ -29,8 +29,10 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from emotion_ros.bags import (AUDIO_FRAME_TYPE, audio_frame_message, BagInfo, BagReader,
-                              BagWriter, COMPRESSED_IMAGE_TYPE, compressed_image_message,
-                              IMAGE_TYPE, image_message, project_typestore, STORAGE_FORMATS)
+                              BagWriter, CAMERA_INFO_TYPE, camera_info_message,
+                              COMPRESSED_IMAGE_TYPE, compressed_image_message, depth_message,
+                              IMAGE_TYPE, image_message, pinhole_k, project_typestore,
+                              STORAGE_FORMATS)
 from emotion_ros.errors import InputError
 
 log = logging.getLogger('emotion_ros.bagtools')
@@ -222,6 +224,20 @@ class MakeBagOptions:
     min_duration_s: float = 0.0  # pad camera/audio to at least this long
     seed: int = 0
     progress: bool = False
+    camera_info: bool = False  # write sensor_msgs/CameraInfo next to every frame
+    hfov_deg: float = 60.0  # horizontal field of view of that (ideal pinhole) camera
+    depth: bool = False  # write an aligned 16UC1 depth image per frame (from label positions)
+    depth_background_m: float = 8.0  # depth of everything that is not a labelled person
+
+    @property
+    def camera_info_topic(self) -> str:
+        """<image topic's namespace>/camera_info."""
+        return self.image_topic.rsplit('/', 1)[0] + '/camera_info'
+
+    @property
+    def depth_topic(self) -> str:
+        """<image topic's namespace>/depth/image_raw."""
+        return self.image_topic.rsplit('/', 1)[0] + '/depth/image_raw'
 
     def validate(self) -> None:
         """Raise InputError naming the first bad option."""
@@ -235,6 +251,10 @@ class MakeBagOptions:
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             raise InputError(f'size must be (width, height) > 0, got {self.size}',
                              kind='option')
+        if not 1.0 <= self.hfov_deg <= 179.0:
+            raise InputError(f'hfov must be 1-179 degrees, got {self.hfov_deg}', kind='option')
+        if not self.depth_background_m > 0:
+            raise InputError('depth background must be > 0 m', kind='option')
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f'jpeg quality must be 1-100, got {self.jpeg_quality}',
                              kind='option')
@@ -274,6 +294,9 @@ def make_bag(out: PathLike, camera: Sequence[Union[str, CameraSource]] = (),
     if labels is not None:
         from emotion_ros.evaluation.labels import load_labels
         parsed_labels = load_labels(labels)  # fail before writing anything
+    if options.depth and parsed_labels is None:
+        raise InputError('--depth renders the labelled persons at their positions: give '
+                         '--labels with span positions', kind='option')
     if out.exists():
         raise InputError(f'{out} exists already; a bag is never overwritten', kind='bag_exists')
     start = options.start_time if options.start_time is not None else float(int(time.time()))
@@ -284,6 +307,10 @@ def make_bag(out: PathLike, camera: Sequence[Union[str, CameraSource]] = (),
             if sources:
                 writer.add_topic(options.image_topic,
                                  COMPRESSED_IMAGE_TYPE if options.compressed else IMAGE_TYPE)
+                if options.camera_info or options.depth:
+                    writer.add_topic(options.camera_info_topic, CAMERA_INFO_TYPE)
+                if options.depth:
+                    writer.add_topic(options.depth_topic, IMAGE_TYPE)
             if clips or options.noise_dbfs is not None:
                 writer.add_topic(options.audio_topic, AUDIO_FRAME_TYPE)
             bar = None
@@ -294,7 +321,9 @@ def make_bag(out: PathLike, camera: Sequence[Union[str, CameraSource]] = (),
             # all the readers need to stream it back with bounded memory; the
             # audio runs as long as the camera, known only after it.
             camera_end = 0.0
-            for stamp_ns, topic, msg, end in _video_messages(sources, options, store, start):
+            for stamp_ns, topic, msg, end in _with_geometry(
+                    _video_messages(sources, options, store, start), options, store, start,
+                    parsed_labels):
                 writer.write(topic, stamp_ns, msg)
                 camera_end = end
                 if bar is not None:
@@ -319,6 +348,47 @@ def make_bag(out: PathLike, camera: Sequence[Union[str, CameraSource]] = (),
             shutil.rmtree(out, ignore_errors=True)
         raise
     return info
+
+
+def _with_geometry(frames: Iterator[Tuple[int, str, Any, float]], options: MakeBagOptions,
+                   store: Any, start: float, labels: Any
+                   ) -> Iterator[Tuple[int, str, Any, float]]:
+    """Each frame, followed by its CameraInfo and depth image when asked for.
+
+    The depth image is what an aligned depth camera would see if the labelled
+    persons stood at their labelled positions (z of the span position, in
+    metres, over their box) in front of a wall at ``depth_background_m``.
+    """
+    if labels is not None and labels.time == 'absolute':
+        labels = labels.shifted(start)
+    for stamp_ns, topic, msg, end in frames:
+        if not (options.camera_info or options.depth):
+            yield stamp_ns, topic, msg, end
+            continue
+        stamp = stamp_ns * 1e-9
+        width, height = int(getattr(msg, 'width', 0)), int(getattr(msg, 'height', 0))
+        if not width and options.size is not None:
+            width, height = options.size  # CompressedImage carries no size
+        if topic != options.image_topic or not width:
+            yield stamp_ns, topic, msg, end
+            continue
+        frame_id = options.frame_id
+        # Geometry first: a reader that takes the latest CameraInfo/depth for each image
+        # finds those of the same instant.
+        k = pinhole_k(width, height, options.hfov_deg)
+        yield stamp_ns, options.camera_info_topic, camera_info_message(
+            store, width, height, k, stamp, frame_id), end
+        if options.depth:
+            depth = np.full((height, width), options.depth_background_m, np.float32)
+            for person in sorted(labels.visible_at(stamp - start),
+                                 key=lambda v: -(v.position[2] if v.position else 0)):
+                if person.position is None:
+                    continue
+                x0, y0, x1, y1 = (int(round(v)) for v in person.box)
+                depth[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = person.position[2]
+            yield stamp_ns, options.depth_topic, depth_message(store, depth, stamp,
+                                                               frame_id), end
+        yield stamp_ns, topic, msg, end
 
 
 def _video_messages(sources: Sequence[CameraSource], options: MakeBagOptions, store: Any,

@@ -251,6 +251,17 @@ def setup_make_bag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--start-time', type=float, default=None,
                         help='ROS time (s) of the first message (default: now)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the noise')
+    parser.add_argument('--camera-info', action='store_true',
+                        help='write sensor_msgs/CameraInfo (ideal pinhole, --hfov) on '
+                        '<image namespace>/camera_info with every frame')
+    parser.add_argument('--hfov', type=float, default=60.0,
+                        help='horizontal field of view of that camera (degrees)')
+    parser.add_argument('--depth', action='store_true',
+                        help='also write an aligned 16UC1 depth image (mm) on <image '
+                        'namespace>/depth/image_raw: the labelled persons at the z of their '
+                        'span position (needs --labels with positions), a wall behind')
+    parser.add_argument('--depth-background', type=float, default=8.0,
+                        help='depth of the wall behind the persons (m)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.set_defaults(handler=run_make_bag)
 
@@ -264,7 +275,9 @@ def run_make_bag(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality, encoding=args.encoding, audio_rate=args.audio_rate,
         audio_chunk_s=args.audio_chunk_ms / 1000.0, sample_format=args.sample_format,
         noise_dbfs=args.noise_dbfs, start_time=args.start_time,
-        min_duration_s=args.min_duration, seed=args.seed, progress=not args.no_progress)
+        min_duration_s=args.min_duration, seed=args.seed, progress=not args.no_progress,
+        camera_info=args.camera_info, hfov_deg=args.hfov, depth=args.depth,
+        depth_background_m=args.depth_background)
     info = make_bag(args.out, args.camera, args.wav, args.labels, options)
     print(format_bag_info(info))
     return 0

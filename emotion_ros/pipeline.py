@@ -275,13 +275,19 @@ class OfflinePipeline:
         self.perception.close()
         self.audio.close()
 
-    def on_image(self, rgb: np.ndarray, stamp: float, frame_id: str = ''
+    def on_image(self, rgb: np.ndarray, stamp: float, frame_id: str = '',
+                 camera_model: Optional[CameraModel] = None,
+                 depth_m: Optional[np.ndarray] = None
                  ) -> Tuple[Optional[FrameResult], List[Alert]]:
-        """Process a frame (unless rate-limited, as the live node would) and fuse it."""
+        """Process a frame (unless rate-limited, as the live node would) and fuse it.
+
+        With the camera's ``camera_model`` (and an aligned ``depth_m`` in metres) the
+        persons get positions, as in the perception node.
+        """
         if not self._limiter.ready(stamp):
             self.frames_skipped += 1
             return None, []
-        result = self.perception.process(rgb, stamp, frame_id)
+        result = self.perception.process(rgb, stamp, frame_id, '', camera_model, depth_m)
         return result, self.fusion.update_frame(result)
 
     def on_audio(self, samples: np.ndarray, sample_rate: int, stamp: float

@@ -55,6 +55,8 @@ class Span:
     keyframes: Tuple[Keyframe, ...]
     categories: Optional[Tuple[str, ...]] = None  # None: the person's labels apply
     vad: Optional[Tuple[float, float, float]] = None
+    # Where the person is in this span: x, y, z in metres in the labels' position_frame.
+    position: Optional[Tuple[float, float, float]] = None
 
     def contains(self, t: float) -> bool:
         """Tell whether ``t`` lies in [start, end]."""
@@ -94,6 +96,7 @@ class Visible:
     box: Box
     categories: Optional[Tuple[str, ...]]
     vad: Optional[Tuple[float, float, float]]
+    position: Optional[Tuple[float, float, float]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +124,19 @@ class Labels:
     image_topic: str = ''
     audio_topic: str = ''
     source: str = ''
+    #: Frame of the span positions (e.g. the camera optical frame, or map); '' when the
+    #: positions are in whatever frame the predictions use.
+    position_frame: str = ''
+
+    def position_of(self, person_id: str, t: float) -> Optional[Tuple[float, float, float]]:
+        """The labelled position of a person at ``t`` (their span's), or None."""
+        person = self.persons.get(person_id)
+        if person is None:
+            return None
+        for span in person.spans:
+            if span.contains(t):
+                return span.position
+        return None
 
     def visible_at(self, t: float) -> List[Visible]:
         """List the labelled persons in view at ``t`` (relative time)."""
@@ -130,7 +146,7 @@ class Labels:
                 if span.contains(t):
                     cats = span.categories if span.categories is not None else person.categories
                     vad = span.vad if span.vad is not None else person.vad
-                    out.append(Visible(person.id, span.box_at(t), cats, vad))
+                    out.append(Visible(person.id, span.box_at(t), cats, vad, span.position))
                     break
         return out
 
@@ -286,7 +302,8 @@ def _parse_interval(entry: Mapping, where: str) -> Tuple[float, float]:
 def _parse_span(entry: Any, where: str) -> Span:
     if not isinstance(entry, Mapping):
         raise _error(where, f'a span is a mapping with start, end and box or track, got {entry!r}')
-    _check_keys(entry, ('start', 'end', 'box', 'track', 'categories', 'vad', 'note'), where)
+    _check_keys(entry, ('start', 'end', 'box', 'track', 'categories', 'vad', 'position',
+                        'note'), where)
     start, end = _parse_interval(entry, where)
     if ('box' in entry) == ('track' in entry):
         raise _error(where, 'give either box (constant) or track (keyframes), not both or none')
@@ -312,7 +329,18 @@ def _parse_span(entry: Any, where: str) -> Span:
         keyframes = tuple(frames)
     return Span(start, end, keyframes, _parse_categories(entry.get('categories'),
                                                          f'{where}.categories'),
-                _parse_vad(entry.get('vad'), f'{where}.vad'))
+                _parse_vad(entry.get('vad'), f'{where}.vad'),
+                _parse_position(entry.get('position'), f'{where}.position'))
+
+
+def _parse_position(value: Any, where: str) -> Optional[Tuple[float, float, float]]:
+    if value is None:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in value)):
+        raise _error(where, f'a position is [x, y, z] in metres, got {value!r}')
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
 def labels_from_dict(data: Any, source: str = 'labels') -> Labels:
@@ -324,7 +352,7 @@ def labels_from_dict(data: Any, source: str = 'labels') -> Labels:
     if not isinstance(data, Mapping):
         raise _error(source, 'a labels file is a mapping with persons and episodes')
     _check_keys(data, ('format', 'time', 'image_topic', 'audio_topic', 'persons', 'episodes',
-                       'note'), source)
+                       'position_frame', 'note'), source)
     fmt = data.get('format', LABELS_FORMAT)
     if fmt != LABELS_FORMAT:
         raise _error(source, f'format {fmt!r} is not supported (expected {LABELS_FORMAT!r})')
@@ -379,7 +407,8 @@ def labels_from_dict(data: Any, source: str = 'labels') -> Labels:
     episodes.sort(key=lambda e: e.start)
     return Labels(persons=persons, episodes=tuple(episodes), time=time_base,
                   image_topic=str(data.get('image_topic') or ''),
-                  audio_topic=str(data.get('audio_topic') or ''), source=source)
+                  audio_topic=str(data.get('audio_topic') or ''), source=source,
+                  position_frame=str(data.get('position_frame') or ''))
 
 
 def load_labels(path: Union[str, 'os.PathLike[str]']) -> Labels:
@@ -415,6 +444,8 @@ def labels_to_dict(labels: Labels) -> Dict[str, Any]:
             out['categories'] = list(s.categories)
         if s.vad is not None:
             out['vad'] = list(s.vad)
+        if s.position is not None:
+            out['position'] = list(s.position)
         return out
 
     persons = []
@@ -440,6 +471,8 @@ def labels_to_dict(labels: Labels) -> Dict[str, Any]:
         doc['image_topic'] = labels.image_topic
     if labels.audio_topic:
         doc['audio_topic'] = labels.audio_topic
+    if labels.position_frame:
+        doc['position_frame'] = labels.position_frame
     doc['persons'] = persons
     doc['episodes'] = episodes
     return doc

@@ -147,7 +147,9 @@ def _alert_from_msg(msg: Any) -> Any:
     person = conversions.msg_to_person(msg.person) if msg.has_person else None
     return Alert(stamp=conversions.stamp_to_sec(msg.header.stamp), track_id=int(msg.track_id),
                  level=int(msg.level), score=float(msg.score), reasons=list(msg.reasons),
-                 person=person)
+                 person=person, frame_id=msg.header.frame_id,
+                 incident_id=int(getattr(msg, 'incident_id', 0)),
+                 camera=getattr(msg, 'camera', ''))
 
 
 def compare_alerts(offline: Sequence[Dict[str, Any]], live: Sequence[Dict[str, Any]],

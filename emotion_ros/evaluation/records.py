@@ -113,29 +113,46 @@ class AlertRecord:
     score: float
     reasons: List[str]
     box: Optional[Tuple[float, float, float, float]] = None  # the person's box, if any
+    incident_id: int = 0  # 0: not known (records written before incidents)
+    position: Optional[Tuple[float, float, float]] = None  # 3D point of the person, if any
+    position_frame: str = ''
 
     @classmethod
     def from_alert(cls, alert: Alert, t: float) -> 'AlertRecord':
         """Record a pipeline Alert at relative time ``t``."""
         box = None
+        position, frame = None, ''
         if alert.person is not None:
             box = tuple(float(v) for v in alert.person.box)
+            pos = alert.person.position
+            if pos is not None and pos.has_point:
+                position, frame = tuple(float(v) for v in pos.xyz), pos.frame_id
         return cls(t, float(alert.stamp), int(alert.track_id), int(alert.level),
-                   float(alert.score), list(alert.reasons), box)  # type: ignore[arg-type]
+                   float(alert.score), list(alert.reasons), box,  # type: ignore[arg-type]
+                   int(alert.incident_id), position, frame)  # type: ignore[arg-type]
 
     def to_json(self) -> Dict[str, Any]:
         """Plain JSON-able dict."""
-        return {'t': round(self.t, 6), 'stamp': self.stamp, 'track_id': self.track_id,
-                'level': self.level, 'score': round(self.score, 4), 'reasons': self.reasons,
-                'box': None if self.box is None else [round(v, 2) for v in self.box]}
+        out = {'t': round(self.t, 6), 'stamp': self.stamp, 'track_id': self.track_id,
+               'level': self.level, 'score': round(self.score, 4), 'reasons': self.reasons,
+               'box': None if self.box is None else [round(v, 2) for v in self.box],
+               'incident_id': self.incident_id}
+        if self.position is not None:
+            out['position'] = [round(v, 3) for v in self.position]
+            out['position_frame'] = self.position_frame
+        return out
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> 'AlertRecord':
         """Inverse of ``to_json``."""
         box = d.get('box')
+        position = d.get('position')
         return cls(float(d['t']), float(d['stamp']), int(d['track_id']), int(d['level']),
                    float(d['score']), list(d.get('reasons', [])),
-                   None if box is None else tuple(float(v) for v in box))  # type: ignore
+                   None if box is None else tuple(float(v) for v in box),  # type: ignore
+                   int(d.get('incident_id', 0)),
+                   None if position is None else tuple(float(v) for v in position),  # type: ignore
+                   str(d.get('position_frame', '')))
 
 
 @dataclasses.dataclass

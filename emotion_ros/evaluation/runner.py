@@ -144,6 +144,10 @@ def choose_topics(bag: BagReader, labels: Labels, options: RunOptions
         bag.require_topic(image, IMAGE_TYPES)
     else:
         candidates = bag.topics_of_type(IMAGE_TYPES)
+        # An aligned depth image (<camera>/depth/...) is geometry, not the camera.
+        colour = [t for t in candidates if '/depth/' not in t.name and
+                  not t.name.endswith('/depth')]
+        candidates = colour if len(colour) == 1 else candidates
         if len(candidates) != 1:
             raise InputError(
                 f'bag {bag.path} has {len(candidates)} image topics '
@@ -390,7 +394,14 @@ class EvaluationRun:
         stats.load_s = time.perf_counter() - t0
         writers = {name: JsonlWriter(out / name)
                    for name in (FRAMES_FILE, CUES_FILE, ALERTS_FILE, SCORES_FILE)}
-        topics = [image_topic] + [t for t in (info_topic, audio_topic) if t]
+        # Camera geometry next to the image topic (make-bag --camera-info / --depth, or a
+        # recorded camera): persons get positions, as in the perception node.
+        namespace = image_topic.rsplit('/', 1)[0]
+        geometry = {t: kind for t, kind in ((f'{namespace}/camera_info', 'info'),
+                                            (f'{namespace}/depth/image_raw', 'depth'))
+                    if t in info.topics}
+        camera_model, depth = None, None
+        topics = [image_topic] + [t for t in (info_topic, audio_topic) if t] + list(geometry)
         start_ns = info.start_ns + int(self.options.start_s * 1e9) if self.options.start_s \
             else None
         stop_ns = (info.start_ns + int((self.options.start_s + self.options.duration_s) * 1e9)
@@ -418,7 +429,13 @@ class EvaluationRun:
                     stamp = self._clock(stamp_seconds(msg.header), log_time, message.topic)
                     t = self._relative(stamp, info)
                     t2 = time.perf_counter()
-                    result, alerts = pipeline.on_image(rgb, stamp, msg.header.frame_id)
+                    use_depth = depth[1] if depth is not None and abs(
+                        depth[0] - stamp) <= robot.perception.localization.max_depth_age_s \
+                        else None
+                    # Geometry only when the bag has it (pipelines without it keep working).
+                    extra = (camera_model, use_depth) if camera_model is not None else ()
+                    result, alerts = pipeline.on_image(rgb, stamp, msg.header.frame_id,
+                                                       *extra)
                     pipeline_ms = (time.perf_counter() - t2) * 1e3
                     stats.add_time('decode', decode_ms)
                     stats.add_time('read', (t1 - t_read) * 1e3)
@@ -436,6 +453,14 @@ class EvaluationRun:
                     if result is not None or alerts:
                         writers[SCORES_FILE].write(ScoreRecord(t, pipeline.distress_scores()))
                     stats.seen(t)
+                elif message.topic in geometry:
+                    try:
+                        if geometry[message.topic] == 'info':
+                            camera_model = camera_model_from_msg(msg)
+                        else:
+                            depth = (stamp_seconds(msg.header), depth_from_msg(msg))
+                    except InputError as exc:
+                        self._input_error(message.topic, exc, False)
                 elif message.topic == info_topic:
                     try:
                         decoder.raw_format = audio_info_format(msg)
@@ -531,6 +556,7 @@ def finish_report(out: Path, labels: Labels, scorer: Scorer, window: Tuple[float
         'emotion': scorer.emotion_metrics(),
         'detection': scorer.detection_metrics(),
         'distress': scorer.distress_metrics(window),
+        'incidents': scorer.incident_metrics(window),
         'performance': performance,
     }
     _write_json(out / METRICS_FILE, metrics)
@@ -601,3 +627,31 @@ def evaluate(bag: PathLike, labels: PathLike, config: PathLike, out: PathLike,
 
 __all__ = ['EvaluationRun', 'RunOptions', 'choose_topics', 'default_pipeline', 'evaluate',
            'finish_report', 'prepare_output_dir', 'report_from_dir']
+
+
+def camera_model_from_msg(msg: Any) -> Any:
+    """A CameraModel from a deserialised sensor_msgs/CameraInfo (InputError when invalid)."""
+    from emotion_ros.localization import CameraModel
+    return CameraModel(list(msg.k), list(msg.d), msg.distortion_model, int(msg.width),
+                       int(msg.height), msg.header.frame_id)
+
+
+def depth_from_msg(msg: Any) -> Any:
+    """Metres (NaN invalid) from a deserialised 16UC1/32FC1 sensor_msgs/Image."""
+    import numpy as np
+
+    from emotion_ros.localization import depth_to_metres
+    dtype = {'16UC1': '<u2', 'mono16': '<u2', '32FC1': '<f4'}.get(msg.encoding)
+    if dtype is None:
+        return depth_to_metres(msg.encoding, np.zeros((1, 1)))  # raises, naming it
+    if msg.is_bigendian:
+        dtype = '>' + dtype[1:]
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    raw = np.asarray(msg.data, np.uint8)
+    size = np.dtype(dtype).itemsize
+    if raw.size < step * height or step < width * size:
+        raise InputError(f'depth image {width}x{height} {msg.encoding}: {raw.size} bytes, '
+                         f'step {step} do not fit', kind='depth_size')
+    rows = raw[:step * height].reshape(height, step)[:, :width * size]
+    native = np.uint16 if dtype[1:] == 'u2' else np.float32
+    return depth_to_metres(msg.encoding, rows.copy().view(dtype).astype(native))

@@ -283,3 +283,79 @@ class Scorer:
                 'false_alerts_per_hour': false_events / hours if hours > 0 else math.nan,
                 'time_to_alert_s': summarize(latencies),
                 'per_episode': per_episode, 'alert_list': alert_rows}
+
+    def incident_metrics(self, window: Tuple[float, float]) -> Dict[str, Any]:
+        """Incidents against episodes and labelled persons (duplicates, location, timing).
+
+        An incident is the set of alerts with one ``incident_id`` (records without one
+        count as an incident each). Per episode: how many alerts and how many distinct
+        incidents explain it (more than one incident is a duplicate), the time from its
+        start to its first alert of any level. Per labelled person: the incidents whose
+        alerts concern them. Localisation error: distance between an alert's 3D position
+        and the labelled position of its person then (same frame). A false incident
+        explains no episode; false incidents per hour over the window.
+        """
+        cfg = self.config
+        lo, hi = window
+        episodes = [(k, e) for k, e in enumerate(self.labels.episodes)
+                    if lo - cfg.early_tolerance_s <= e.start <= hi]
+        incident_alerts: Dict[int, List[int]] = collections.defaultdict(list)
+        persons = self._alert_persons()
+        for i, alert in enumerate(self._alerts):
+            if not lo <= alert.t <= hi + 1e-6:
+                continue
+            key = alert.incident_id if alert.incident_id else -(i + 1)
+            incident_alerts[key].append(i)
+        per_episode = []
+        explained: set = set()
+        for k, episode in episodes:
+            alerts, incidents, first = 0, set(), None
+            for key, indices in incident_alerts.items():
+                for i in indices:
+                    alert, person = self._alerts[i], persons[i]
+                    if not (episode.start - cfg.early_tolerance_s <= alert.t
+                            <= episode.end + cfg.late_tolerance_s):
+                        continue
+                    if episode.person is not None and person != episode.person and not (
+                            alert.track_id == 0 and cfg.audio_alerts_match_persons):
+                        continue
+                    alerts += 1
+                    incidents.add(key)
+                    first = alert.t if first is None else min(first, alert.t)
+            explained |= incidents
+            per_episode.append({'index': k, 'person': episode.person, 'alerts': alerts,
+                                'incidents': len(incidents),
+                                'duplicates': max(0, len(incidents) - 1),
+                                'time_to_first_alert_s': None if first is None
+                                else first - episode.start})
+        per_person: Dict[str, set] = collections.defaultdict(set)
+        errors: List[float] = []
+        for key, indices in incident_alerts.items():
+            for i in indices:
+                alert, person = self._alerts[i], persons[i]
+                if person is None:
+                    continue
+                per_person[person].add(key)
+                truth = self.labels.position_of(person, alert.t)
+                frame_ok = (not self.labels.position_frame or not alert.position_frame
+                            or alert.position_frame == self.labels.position_frame)
+                if alert.position is not None and truth is not None and frame_ok:
+                    errors.append(math.dist(alert.position, truth))
+        false_incidents = [key for key in incident_alerts if key not in explained]
+        hours = (hi - lo) / 3600.0
+        detected = [e for e in per_episode if e['incidents']]
+        return {'incidents': len(incident_alerts),
+                'incidents_explaining_episodes': len(explained),
+                'false_incidents': len(false_incidents),
+                'false_incidents_per_hour': (len(false_incidents) / hours if hours > 0
+                                             else math.nan),
+                'incidents_per_episode': summarize([e['incidents'] for e in detected]),
+                'alerts_per_episode': summarize([e['alerts'] for e in detected]),
+                'episodes_with_duplicates': sum(1 for e in per_episode if e['duplicates']),
+                'incidents_per_person': {p: len(keys) for p, keys in sorted(per_person.items())},
+                'time_to_first_alert_s': summarize([e['time_to_first_alert_s']
+                                                    for e in detected]),
+                'localisation_error_m': summarize(errors),
+                'localisation_within_5m': (sum(1 for e in errors if e <= 5.0) / len(errors)
+                                           if errors else math.nan),
+                'per_episode': per_episode}
