@@ -160,6 +160,21 @@ class AudioVisualBackend(EmotionBackend):
         _LOG.info('audio_visual backend ready: %s on %s (%s)', self._model_id, self._device,
                   self._dtype)
 
+    def attach(self, model: Any, processor: Any, manifest: Dict[str, Any]) -> None:
+        """Use an already built :class:`AudioVisualModel` instead of :meth:`load` (benchmarks).
+
+        ``manifest`` supplies prompt_id, chat_template, view and label_set.
+        """
+        param = next(model.parameters())
+        self._device = str(param.device)
+        self._dtype = param.dtype
+        self._model = model.eval()
+        self._processor = processor
+        if processor.tokenizer.pad_token_id is None:
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        self.manifest = manifest
+        self._model_id = 'audio_visual:attached'
+
     def _build(self, manifest: Dict[str, Any]) -> Tuple[Any, Any]:
         from peft import PeftModel
         from safetensors.torch import load_file
