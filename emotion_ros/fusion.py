@@ -283,6 +283,9 @@ class DistressFusion:
         self._now = max(self._now, t)
         cfg = self.config
         alerts: List[Alert] = []
+        # Tracks of this frame: one of them is never the re-acquired form of another.
+        in_frame = {(p.camera or camera, int(p.track_id)) for p in frame.persons
+                    if p.detection_confidence >= cfg.min_detection_confidence}
         for person in frame.persons:
             if person.detection_confidence < cfg.min_detection_confidence:
                 continue
@@ -314,7 +317,7 @@ class DistressFusion:
                                                not self._incidents[track.incident].open):
                 track.incident = None
             if track.incident is None:
-                match = self._associate(track, t)
+                match = self._associate(track, t, in_frame)
                 if match is not None:
                     self._link(track, match)
             if track.incident is None and track.score >= cfg.watch_threshold:
@@ -479,7 +482,7 @@ class DistressFusion:
         alert = self._evaluate(target, t, stamp, frame_id)
         return [alert] if alert else []
 
-    def _associate(self, track: _Track, t: float) -> Optional[Incident]:
+    def _associate(self, track: _Track, t: float, in_frame=frozenset()) -> Optional[Incident]:
         """The open incident this (new) track's person belongs to, if any."""
         cfg = self.config
         camera = track.key[0]
@@ -489,10 +492,11 @@ class DistressFusion:
         for incident in self._incidents.values():
             if not incident.open:
                 continue
-            # Someone else this camera sees right now is a different person.
-            if any(k[0] == camera and k != track.key and k in self._tracks
-                   and self._tracks[k].seen_t >= t - 0.3 and self._tracks[k].incident ==
-                   incident.id for k in incident.tracks):
+            # Someone else this camera sees right now (in this frame, or within 0.5 s) is a
+            # different person.
+            if any(k[0] == camera and k != track.key and (k in in_frame or (
+                    k in self._tracks and self._tracks[k].seen_t >= t - 0.5))
+                   for k in incident.tracks):
                 continue
             cost = math.inf
             ipos = incident.position

@@ -462,3 +462,18 @@ def test_two_separate_calls_in_empty_scene_after_people_left():
     assert len(alerts) == 2 and len({a.incident_id for a in alerts}) == 2
     assert alerts[1].track_id == Alert.AUDIO_ONLY and alerts[1].stamp == 10.0
     assert len(open_incidents(fusion)) == 2
+
+
+@pytest.mark.parametrize('order', ['before', 'after'])
+@pytest.mark.parametrize('period_s', [0.2, 0.5, 1.0])
+def test_a_second_person_next_to_an_incident_is_not_merged(order, period_s):
+    """A new person appearing next to a distressed one who is still in view (whatever the
+    frame rate and the order of persons in the frame) does not join their incident."""
+    fusion = DistressFusion(FusionConfig())
+    run(fusion, [frame(t * period_s, [person(4, fear=0.9)]) for t in range(int(4 / period_s))])
+    [incident] = open_incidents(fusion)
+    near = person(2, valence=5.0, box=(150, 50, 210, 250))
+    for k in range(10):
+        people = [near, person(4, fear=0.9)] if order == 'before' else [person(4, fear=0.9), near]
+        fusion.update_frame(frame(4 + k * period_s, people))
+    assert fusion.get(incident.id).track_names == ['cam_optical/4']
