@@ -376,6 +376,15 @@ class DistressFusion:
             self.changed = True
         return alerts
 
+    def idle(self, seconds: float) -> None:
+        """No input for ``seconds`` (receiver's clock): let incidents go stale or expire.
+
+        The node calls this from its timer, so that incidents age even when every
+        camera and microphone has gone quiet; message time stays untouched.
+        """
+        if seconds > 0 and math.isfinite(self._now):
+            self._housekeeping(self._now + seconds)
+
     # --------------------------------------------------------------- operators
     def command(self, incident_id: int, action: str, note: str = ''
                 ) -> Tuple[bool, str, Optional[Incident]]:

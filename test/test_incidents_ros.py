@@ -396,3 +396,23 @@ def test_run_time_parameters_take_effect_or_are_refused(start_node, ros_node):
     assert drv.settle(lambda: drv.alerts and drv.open_incidents())
     [refused] = set_parameters(drv, 'distress_node', incidents_depth=50)
     assert not refused.successful and 'read-only' in refused.reason.lower()
+
+
+def test_incidents_age_when_all_input_stops(start_node, ros_node):
+    """When no estimates or cues arrive any more, an open incident still goes STALE and then
+    RESOLVED on the node's clock (latched list updated)."""
+    node = start_node('distress_node', *params('expect_audio:=false', 'stale_after_s:=2.0',
+                                               'expire_s:=4.0'))
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    now = time.time()
+    for k in range(15):
+        drv.frame(now + 0.2 * k, [estimate(1, 0.95)])
+    assert drv.settle(lambda: drv.open_incidents())
+    [incident] = drv.open_incidents()
+    assert drv.settle(lambda: any(i.id == incident.id and i.state == Incident.STATE_STALE
+                                  for i in drv.incidents[-1].incidents), 30)
+    assert drv.settle(lambda: any(i.id == incident.id and i.state == Incident.STATE_RESOLVED
+                                  for i in drv.incidents[-1].incidents), 30)
+    assert 'no evidence' in next(i for i in drv.incidents[-1].incidents
+                                 if i.id == incident.id).resolution

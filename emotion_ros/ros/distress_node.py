@@ -93,13 +93,15 @@ class DistressNode(Node):
         self._last_model = ''
         self._last_persons = 0
         self._signature = None
+        self._last_input_clock = self._clock_s()
         self._marker_ids: set = set()
         # Unique per namespace: 'emotion_ros: distress_node', 'emotion_ros: robot1/distress_node'.
         self.diagnostics = Diagnostics(
             self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
-        if cfg.incidents_period_s > 0:
-            self.create_timer(cfg.incidents_period_s, self._republish)
+        # The republish timer also ages incidents while no input arrives (at least 1 Hz).
+        self.create_timer(cfg.incidents_period_s if cfg.incidents_period_s > 0 else 1.0,
+                          self._republish if cfg.incidents_period_s > 0 else self._age)
         self._publish_incidents()  # an empty latched list: listeners know the node is up
 
     # ----------------------------------------------------------- parameters
@@ -150,6 +152,7 @@ class DistressNode(Node):
             self._after_update(alerts)
 
     def _after_update(self, alerts: List[Alert]) -> None:
+        self._last_input_clock = self._clock_s()
         for kind, message in self.fusion.clock.drain_events():
             if kind in ('future_stamp', 'bad_stamp'):
                 self.bad_inputs.report(kind, message)
@@ -192,7 +195,23 @@ class DistressNode(Node):
     @boundary('timer', 'republish')
     def _republish(self) -> None:
         with self._lock:
+            idle = self._clock_s() - self._last_input_clock
+            if idle > 1.0:
+                # Nothing arrives (cameras off, link down): incidents still age.
+                self.fusion.idle(idle)
             self._publish_incidents()
+
+    @boundary('timer', 'age')
+    def _age(self) -> None:
+        with self._lock:
+            idle = self._clock_s() - self._last_input_clock
+            if idle > 1.0:
+                self.fusion.idle(idle)
+                if self._incident_signature() != self._signature:
+                    self._publish_incidents()
+
+    def _clock_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------- services
     @boundary('service', 'list_incidents')
