@@ -22,6 +22,7 @@ ROS, no torch.
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,6 +32,21 @@ from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE, AVInputs
 from emotion_ros.llm.person_view import render_person
 
 VOICE_POLICIES = ('nearest', 'all', 'none')
+
+
+def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Linear resampling of mono audio to 16 kHz (microphones at 44.1/48 kHz).
+
+    Raises:
+        InputError: for a non-positive sample rate.
+    """
+    if rate <= 0:
+        raise InputError(f'sample rate must be positive, got {rate}', 'audio_format')
+    x = np.asarray(samples, np.float32).reshape(-1)
+    if rate == AUDIO_SAMPLE_RATE or x.size == 0:
+        return x
+    n = int(round(x.size * AUDIO_SAMPLE_RATE / rate))
+    return np.interp(np.linspace(0, x.size - 1, n), np.arange(x.size), x).astype(np.float32)
 
 
 def attribute_voice(boxes: Sequence[Sequence[float]], policy: str = 'nearest') -> List[bool]:
@@ -80,6 +96,9 @@ class PersonAVContext:
         self._audio = np.zeros(0, np.float32)
         self._audio_end = -1e18
         self._transcript: Tuple[float, str] = (-1e18, '')
+        # Audio arrives on another thread than the frames: a short lock of its own, never
+        # the pipeline's (held during inference).
+        self._lock = threading.Lock()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -93,14 +112,16 @@ class PersonAVContext:
         if not np.isfinite(x).all():
             raise InputError('audio samples hold NaN or infinite values', 'audio_nonfinite')
         keep = int(self.audio_window_s * AUDIO_SAMPLE_RATE)
-        if end_stamp - self._audio_end > self.audio_window_s:
-            self._audio = np.zeros(0, np.float32)  # a gap: do not splice old audio on
-        self._audio = np.concatenate([self._audio, x])[-keep:]
-        self._audio_end = float(end_stamp)
+        with self._lock:
+            if end_stamp - self._audio_end > self.audio_window_s:
+                self._audio = np.zeros(0, np.float32)  # a gap: do not splice old audio on
+            self._audio = np.concatenate([self._audio, x])[-keep:]
+            self._audio_end = float(end_stamp)
 
     def feed_transcript(self, text: str, stamp: float) -> None:
         """Set the latest transcript (what was said, ending at ``stamp``)."""
-        self._transcript = (float(stamp), ' '.join(str(text).split()))
+        with self._lock:
+            self._transcript = (float(stamp), ' '.join(str(text).split()))
 
     def add_frame(self, rgb: np.ndarray, tracks: Sequence[Tuple[int, Sequence[float]]],
                   stamp: float) -> None:
@@ -117,9 +138,10 @@ class PersonAVContext:
     # -- what the backend gets ----------------------------------------------------------------
 
     def _voice(self, stamp: float) -> Tuple[Optional[np.ndarray], Optional[str]]:
-        audio = self._audio if (self._audio.size and
-                                stamp - self._audio_end <= self.max_age_s) else None
-        t, text = self._transcript
+        with self._lock:
+            audio = self._audio if (self._audio.size and
+                                    stamp - self._audio_end <= self.max_age_s) else None
+            t, text = self._transcript
         words = text if text and stamp - t <= self.max_age_s else None
         return audio, words
 

@@ -174,15 +174,15 @@ class PerceptionPipeline:
 
     def feed_audio(self, samples_16k: np.ndarray, end_stamp: float) -> None:
         """Give the audio_visual backend microphone audio (mono 16 kHz); others ignore it."""
-        if self.av_context is not None:
-            with self._lock:
-                self.av_context.feed_audio(samples_16k, end_stamp)
+        context = self.av_context
+        if context is not None:
+            context.feed_audio(samples_16k, end_stamp)
 
     def feed_transcript(self, text: str, stamp: float) -> None:
         """Give the audio_visual backend the latest transcript; others ignore it."""
-        if self.av_context is not None:
-            with self._lock:
-                self.av_context.feed_transcript(text, stamp)
+        context = self.av_context
+        if context is not None:
+            context.feed_transcript(text, stamp)
 
     def explain(self, track_id: int, max_new_tokens: int) -> str:
         """Explain one person of the last processed frame in words (llava backend only).

@@ -109,3 +109,64 @@ def test_pipeline_gives_the_voice_to_the_nearest_person(av_pipeline):
     estimate = av_pipeline.audio_only_estimate
     assert estimate is not None and not estimate.face_visible
     assert estimate.scores.shape == (26,) and 1.0 <= estimate.vad[0] <= 10.0
+
+
+def test_perception_node_hears_the_nearest_person_through_topics(
+        start_node, ros_node, tmp_path):
+    """perception_node with audio_visual: AudioFrame + Transcript topics change the nearest
+    person's estimate only (real frames, real messages between processes)."""
+    import time
+    from emotion_ros_msgs.msg import PersonEmotionArray, Transcript
+    from sensor_msgs.msg import Image
+    from conftest import wait_until
+    from emotion_ros.ros import conversions
+    from rosgraph import params, sample_frame
+    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    bundle = write_random_av_bundle(save_tiny_llava(str(tmp_path / 'base')),
+                                    save_tiny_audio_encoder(str(tmp_path / 'hubert')),
+                                    str(tmp_path / 'bundle'), seed=6)
+    proc = start_node('perception_node', *params(
+        'autostart:=true', 'emotion.backend:=audio_visual', 'detector.type:=face',
+        f'emotion.audio_visual.bundle_path:={bundle}', 'emotion.audio_visual.device:=cpu',
+        'emotion.audio_visual.use_video:=false'))
+    node = ros_node('av_driver')
+    received = []
+    node.create_subscription(PersonEmotionArray, 'persons', received.append, 10)
+    images = node.create_publisher(Image, 'image', 5)
+    audio = node.create_publisher(conversions.AudioFrame, 'audio', 50)
+    words = node.create_publisher(Transcript, 'transcripts', 10)
+    rgb = sample_frame('zidane', (640, 480))
+    tone = (0.4 * np.sin(2 * np.pi * 250 * np.arange(1600) / 16000)).astype(np.float32)
+
+    def scores_by_track(msg):
+        return {p.track_id: (np.array(p.category_scores),
+                             (p.x_max - p.x_min) * (p.y_max - p.y_min)) for p in msg.persons}
+
+    def run(with_audio, seconds):
+        received.clear()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            now = time.time()
+            if with_audio:
+                for k in range(3):  # 0.3 s of audio per image
+                    header = conversions.make_header(now - 0.3 + 0.1 * k, 'mic')
+                    audio.publish(conversions.samples_to_audio_frame(tone, 16000, 'S16LE',
+                                                                     header))
+                words.publish(Transcript(text='help me please', end=conversions.make_header(
+                    now, 'mic').stamp))
+            images.publish(conversions.rgb_to_image(rgb, conversions.make_header(now, 'cam')))
+            ros_node.spin(0.3)
+        return [m for m in received if len(m.persons) >= 2]
+
+    assert wait_until(lambda: bool(run(False, 3)), 180, lambda: None), proc.output()[-3000:]
+    silent = run(False, 4)[-1]
+    heard = run(True, 8)
+    assert heard, proc.output()[-3000:]
+    before, after = scores_by_track(silent), scores_by_track(heard[-1])
+    assert before.keys() == after.keys() and len(before) >= 2
+    nearest = max(after, key=lambda t: after[t][1])
+    for track, (scores, _area) in after.items():
+        changed = not np.allclose(before[track][0], scores, atol=1e-4)
+        assert changed == (track == nearest), (track, nearest)
+    assert heard[-1].persons[0].model_id.startswith('audio_visual:')
+    assert proc.alive()

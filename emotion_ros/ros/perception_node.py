@@ -19,7 +19,7 @@ import time
 from typing import Optional
 
 from diagnostic_msgs.msg import DiagnosticStatus
-from emotion_ros_msgs.msg import PersonEmotionArray
+from emotion_ros_msgs.msg import AudioFrame, PersonEmotionArray, Transcript
 from emotion_ros_msgs.srv import ExplainPerson
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -144,6 +144,11 @@ class PerceptionNode(LifecycleNode):
                                                 self._on_explain,
                                                 callback_group=self._service_group)
             self._report_detector()
+            self._av_subs = []
+            if pipeline.av_context is not None:  # audio_visual: also hear the persons
+                self._av_subs = [
+                    self.create_subscription(AudioFrame, 'audio', self._on_audio, 50),
+                    self.create_subscription(Transcript, 'transcripts', self._on_transcript, 10)]
             self._camera = CameraInputs(self, cfg.pipeline.localization,
                                         camera_name(self, cfg.camera_name), self.bad_inputs)
         except BaseException:
@@ -212,6 +217,9 @@ class PerceptionNode(LifecycleNode):
         if self._explain is not None:
             self.destroy_service(self._explain)
             self._explain = None
+        for sub in getattr(self, '_av_subs', []):
+            self.destroy_subscription(sub)
+        self._av_subs = []
         self.health.clear_condition('detector')
         if self.pipeline is not None:
             self.pipeline.close()
@@ -229,6 +237,27 @@ class PerceptionNode(LifecycleNode):
             self._latest = (msg, time.monotonic())
         self._received += 1
         self._in_rate.tick()
+
+    @boundary('subscription', 'audio')
+    def _on_audio(self, msg: AudioFrame) -> None:
+        # audio_visual backend: the latest audio window (header stamp = first sample).
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        try:
+            samples = conversions.audio_frame_to_samples(msg)
+        except InputError as exc:
+            self.bad_inputs.report(exc.kind, str(exc))
+            return
+        from emotion_ros.av_context import resample_to_16k
+        end = conversions.stamp_to_sec(msg.header.stamp) + samples.shape[0] / msg.sample_rate
+        pipeline.feed_audio(resample_to_16k(samples, msg.sample_rate), end)
+
+    @boundary('subscription', 'transcripts')
+    def _on_transcript(self, msg: Transcript) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None and msg.text:
+            pipeline.feed_transcript(msg.text, conversions.stamp_to_sec(msg.end))
 
     @boundary('subscription', 'message_lost')
     def _on_message_lost(self, info) -> None:
