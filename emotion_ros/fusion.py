@@ -185,6 +185,7 @@ class _Audio:
     help_until_t: float = -math.inf
     help_words: List[str] = dataclasses.field(default_factory=list)
     target: Optional[int] = None   # incident the current call/scream is attributed to
+    help_cues: Optional[AudioCueResult] = None  # the cue window that heard the current call
     transcript: Optional[Transcript] = None
     frame_id: str = ''
     stamp: float = 0.0
@@ -347,6 +348,7 @@ class DistressFusion:
         audio.frame_id, audio.stamp = frame_id, cues.stamp
         if cues.help_detected:
             self._hear_help(audio, t, list(cues.keywords))
+            audio.help_cues = cues
         scream = cues.scream_score >= self.config.scream_threshold
         alerts = self._attribute_audio(audio, t, cues.stamp, frame_id,
                                        cues.help_detected or scream)
@@ -443,6 +445,7 @@ class DistressFusion:
     def _hear_help(self, audio: _Audio, t: float, words: List[str]) -> None:
         if t > audio.help_until_t:
             audio.target = None  # a new call: attribute it afresh
+            audio.help_cues = None
         audio.help_until_t = t + self.config.help_hold_s
         if words:
             audio.help_words = words
@@ -645,9 +648,15 @@ class DistressFusion:
             for k in incident.tracks:
                 if k in self._tracks and self._tracks[k].person is person:
                     camera = k[0]
+        # The audio evidence: the window that heard the call (a call known only from its
+        # transcript carries the transcript instead), or the window whose scream counted.
+        cues = None
+        if source is not None and help_now:
+            cues = source.help_cues
+        elif source is not None and audio > 0:
+            cues = source.cues
         return Alert(stamp=stamp, track_id=track_id, level=level, score=float(score),
-                     reasons=list(incident.reasons), person=person,
-                     audio=source.cues if source is not None and audio > 0 else None,
+                     reasons=list(incident.reasons), person=person, audio=cues,
                      frame_id=frame_id, incident_id=incident.id, camera=camera,
                      person_stamp=incident.person_stamp,
                      person_frame_id=incident.person_frame_id,

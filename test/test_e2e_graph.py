@@ -90,7 +90,11 @@ def test_camera_and_call_for_help_give_tracked_estimates_and_an_audio_alert(
     help_alerts = [a for a in alerts if any('call for help' in r for r in a.reasons)]
     assert help_alerts, ([list(a.reasons) for a in alerts], logs)
     assert help_alerts[0].level >= DistressAlert.LEVEL_DISTRESS
-    assert help_alerts[0].has_audio and help_alerts[0].audio.help_detected
+    # The call's evidence: the cue window that heard it, or its transcript (whichever the
+    # distress node received first).
+    first = help_alerts[0]
+    assert ((first.has_audio and first.audio.help_detected)
+            or (first.has_transcript and first.transcript.help_detected))
 
     # Diagnostics from all three nodes.
     names = {s.name for d in diags for s in d.status}

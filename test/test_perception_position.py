@@ -66,6 +66,6 @@ def test_namespaced_camera_with_depth_gives_positions(start_node, ros_node):
                 if s.name == 'emotion_ros: cam_left/perception_node':
                     return {kv.key: kv.value for kv in s.values}
         return {}
-    assert wait_until(lambda: 'position_frame' in status(), 20, ros_node.spin)
+    assert wait_until(lambda: int(status().get('depth_frames_used', 0)) >= 1, 20,
+                      ros_node.spin), status()
     assert 'tf2_ros is not installed' in status()['position_frame']
-    assert int(status()['depth_frames_used']) >= 1
