@@ -4,9 +4,13 @@
 them to 16 kHz, and every ``hop_s`` returns an
 :class:`~emotion_ros.types.AudioCueResult` for the last ``window_s`` seconds.
 All analysis runs on grids counted from the first sample of a stream (VAD
-frames of 32 ms, feature frames every 20 ms, keyword blocks of 100 ms), so the
-results are the same whether a recording is pushed in one call (bag
-evaluation) or in small chunks (the live node). The formulas and thresholds
+frames of 32 ms, feature frames every 20 ms), so the results are the same
+whether a recording is pushed in one call (bag evaluation) or in small chunks
+(the live node). Voice activity cuts the stream into utterances; each is
+decoded on its own by the call-for-help detector (``emotion_ros.audio.detectors``),
+which gives one :class:`~emotion_ros.audio.detectors.Transcript` per utterance
+(``pop_transcripts()``) and the help flag of the window in which it closed. The
+formulas and thresholds
 are described in ``docs/audio.md``.
 """
 
@@ -14,14 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from emotion_ros.audio.features import (ANALYSIS_RATE, FRAME_HOP, FRAME_LENGTH,
                                         FrameAnalyzer, FrameFeatures, StreamResampler)
-from emotion_ros.audio.keywords import KeywordHit, KeywordSpotter
+from emotion_ros.audio.detectors import (Decoded, DetectorRunner, HelpDetector, StallingDetector,
+                                         stall_after_from_env, Transcript)
+from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.pcm import check_rate_channels
+from emotion_ros.audio.segmenter import Utterance, UtteranceSegmenter
+from emotion_ros.audio.whisper import parse_whisper_phrases, WhisperDetector
 from emotion_ros.audio.vad import VAD_BACKENDS, VAD_FRAME, create_vad
 from emotion_ros.config import field
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
@@ -44,8 +53,22 @@ MIN_VOICED_FRAMES = 3
 # Following a drifting sound card clock: dead band and fraction corrected per chunk.
 _DRIFT_DEADBAND_S = 0.001
 _DRIFT_GAIN = 0.05
-# VAD history kept beyond the window, to judge keywords that started before it.
+# VAD history kept beyond the window (speech probability of the window).
 _VAD_HISTORY_S = 2.0
+
+HELP_DETECTORS = ('keyphrase', 'whisper')
+DEFAULT_PHRASES = ('help', 'help me', 'somebody help', 'can anyone hear me', 'i am stuck',
+                   'over here')
+DEFAULT_NEAR_MISSES = ('health', 'helmet', 'held', 'hello', 'hell', 'yellow')
+DEFAULT_WHISPER_PHRASES = (
+    'en:help', 'en:help me', 'en:somebody help', 'en:can anyone hear me', 'en:i am stuck',
+    "en:i'm stuck", 'en:over here', 'en:save me',
+    'es:ayuda', 'es:socorro', 'es:auxilio', 'es:estoy atrapado',
+    'de:hilfe', 'de:helft mir', 'de:ich stecke fest', 'de:hier drüben',
+    'fr:au secours', "fr:à l'aide", 'fr:aidez-moi', 'fr:je suis coincé', 'fr:par ici',
+    'it:aiuto', 'it:aiutatemi', 'it:sono bloccato',
+    'pt:socorro', 'pt:ajuda', 'pt:me ajude', 'pt:estou preso',
+    'ja:助けて', 'ja:たすけて', 'ja:助けてください')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,19 +82,49 @@ class AudioCueConfig:
                              'torch) or energy (no dependencies)', choices=VAD_BACKENDS)
     vad_threshold: float = field(0.5, 'Speech probability at or above which voice is active',
                                  min=0.0, max=1.0)
-    keyword_spotting: bool = field(True, 'Spot spoken calls for help with pocketsphinx')
+    keyword_spotting: bool = field(True, 'Detect spoken calls for help (per voiced utterance, '
+                                   'with the help_detector backend)')
+    help_detector: str = field('keyphrase', 'Call-for-help detector: keyphrase (pocketsphinx '
+                               'keyphrase search, offline CPU, English) or whisper '
+                               '(transformers Whisper ASR + help phrases per language)',
+                               choices=HELP_DETECTORS)
     keywords: Tuple[str, ...] = field(
-        ('help', 'help me', 'somebody help'),
-        'Keyphrases that count as a call for help (words of the US-English dictionary)')
+        DEFAULT_PHRASES,
+        'Help phrases of the keyphrase detector (words of the US-English dictionary)')
     keyword_levels: Tuple[float, ...] = field(
         (-30.0, -20.0, -10.0),
-        'log10 keyphrase-search thresholds of the spotters, lenient to strict, for a '
-        '4-phone phrase (scaled by phone count); a hit by spotter i has confidence '
+        'log10 keyphrase-search thresholds, lenient to strict, for a 4-phone phrase '
+        '(scaled by phone count); a phrase found at level i has confidence '
         '(i + 1) / len(keyword_levels)')
-    keyword_threshold: float = field(0.6, 'Keyword confidence at or above which help is '
-                                     'detected', min=0.0, max=1.0)
-    keyword_requires_voice: bool = field(True, 'Accept a keyword only if the VAD heard speech '
-                                         'during it (rejects hits in noise)')
+    keyword_threshold: float = field(0.6, 'Help confidence at or above which an utterance is '
+                                     'a call for help', min=0.0, max=1.0)
+    near_miss_words: Tuple[str, ...] = field(
+        DEFAULT_NEAR_MISSES,
+        'Words that sound like help phrases (keyphrase detector): spotted at the same '
+        'levels, they reject a phrase hit they overlap at least as strongly; [] disables')
+    near_miss_margin: int = field(0, 'A near-miss word rejects an overlapping phrase hit when '
+                                  'its level >= the phrase level + this margin', min=-5, max=5)
+    utterance_preroll_s: float = field(0.3, 'Audio kept before the first voiced frame of an '
+                                       'utterance (s)', min=0.0, max=2.0)
+    utterance_hangover_s: float = field(0.4, 'Unvoiced time that ends an utterance (s)',
+                                        min=0.1, max=5.0)
+    utterance_max_s: float = field(10.0, 'Longer utterances are cut and decoded in pieces (s)',
+                                   min=1.0, max=60.0)
+    utterance_min_speech_s: float = field(0.1, 'Utterances with less voiced time are ignored '
+                                          '(s)', min=0.0, max=5.0)
+    detector_timeout_s: float = field(
+        10.0, 'Watchdog: a decode taking longer is abandoned and the detector restarted '
+        '(counted); 0 runs the detector inline without a watchdog', min=0.0, max=600.0)
+    whisper_model: str = field(
+        'openai/whisper-small', 'Whisper model id or local path (help_detector: whisper)')
+    whisper_device: str = field('auto', 'Device of the Whisper model: auto (cuda when present), '
+                                'cpu, cuda or cuda:N')
+    whisper_languages: Tuple[str, ...] = field(
+        ('en',), 'Languages Whisper transcribes (ISO 639-1); one language is forced, several '
+        "are chosen between by Whisper's language detection")
+    whisper_help_phrases: Tuple[str, ...] = field(
+        DEFAULT_WHISPER_PHRASES,
+        "Help phrases per language for the whisper detector, as 'lang:phrase'")
     pitch_min_hz: float = field(70.0, 'Lowest fundamental frequency searched (Hz)',
                                 min=40.0, max=500.0)
     pitch_max_hz: float = field(1100.0, 'Highest fundamental frequency searched (Hz)',
@@ -105,8 +158,11 @@ class AudioCueConfig:
         if ANALYSIS_RATE / self.pitch_min_hz > FRAME_LENGTH * 2 // 3:
             raise ConfigError(f'pitch_min_hz ({self.pitch_min_hz}) too low for '
                               f'{FRAME_LENGTH}-sample frames at {ANALYSIS_RATE} Hz')
-        if self.keyword_spotting and not any(k.strip() for k in self.keywords):
+        if (self.keyword_spotting and self.help_detector == 'keyphrase'
+                and not any(k.strip() for k in self.keywords)):
             raise ConfigError('keywords: empty while keyword_spotting is true')
+        if self.keyword_spotting and self.help_detector == 'whisper':
+            parse_whisper_phrases(self.whisper_help_phrases, self.whisper_languages)
         levels = list(self.keyword_levels)
         if not levels or any(b <= a for a, b in zip(levels, levels[1:])) or max(levels) >= 0:
             raise ConfigError(f'keyword_levels: need strictly increasing negative values, '
@@ -180,11 +236,38 @@ class AudioCueExtractor:
         self._analyzer = FrameAnalyzer(cfg.pitch_min_hz, cfg.pitch_max_hz,
                                        cfg.voicing_threshold, cfg.silence_dbfs)
         self._vad = create_vad(cfg.vad_backend)
-        self._kws: Optional[KeywordSpotter] = (
-            KeywordSpotter(cfg.keywords, cfg.keyword_levels) if cfg.keyword_spotting else None)
+        self._segmenter = UtteranceSegmenter(
+            threshold=cfg.vad_threshold, preroll_s=cfg.utterance_preroll_s,
+            postroll_s=min(0.2, cfg.utterance_hangover_s), hangover_s=cfg.utterance_hangover_s,
+            min_speech_s=cfg.utterance_min_speech_s, max_utterance_s=cfg.utterance_max_s)
+        self._stall_after = stall_after_from_env()
+        self.runner: Optional[DetectorRunner] = (
+            DetectorRunner(self._make_detector, cfg.detector_timeout_s)
+            if cfg.keyword_spotting else None)
         self._loaded = False
-        self.stream_restarts = 0  # how often a gap or jump restarted the stream
+        self.stream_restarts = 0   # how often a gap or jump restarted the stream
+        self.utterances = 0        # utterances the segmenter closed
+        self.utterances_decoded = 0
+        self.decode_errors = 0     # decodes that raised (transcript status 'error')
+        self.decode_timeouts = 0   # decodes the watchdog gave up on
+        self.last_error = ''
+        self._transcripts: List[Transcript] = []
         self._reset_stream()
+
+    def _make_detector(self, generation: int) -> HelpDetector:
+        """Build (not load) the configured detector; the watchdog calls it again on restart."""
+        cfg = self.cfg
+        detector: HelpDetector
+        if cfg.help_detector == 'whisper':
+            detector = WhisperDetector(cfg.whisper_model, cfg.whisper_device,
+                                       cfg.whisper_languages, cfg.whisper_help_phrases)
+        else:
+            detector = KeyphraseDetector(cfg.keywords, cfg.keyword_levels,
+                                         cfg.keyword_threshold, cfg.near_miss_words,
+                                         cfg.near_miss_margin)
+        if self._stall_after is not None and generation == 0:
+            detector = StallingDetector(detector, self._stall_after)
+        return detector
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -196,8 +279,8 @@ class AudioCueExtractor:
             ConfigError: for keywords not in the dictionary.
         """
         self._vad.load()
-        if self._kws is not None:
-            self._kws.load()
+        if self.runner is not None:
+            self.runner.load()
         self._loaded = True
         self.reset()
 
@@ -205,14 +288,12 @@ class AudioCueExtractor:
         """Forget the stream; the next push starts a new one."""
         self._reset_stream()
         self._vad.reset()
-        if self._kws is not None and self._kws.loaded:
-            self._kws.reset()
 
     def close(self) -> None:
         """Free the models. Safe to call twice."""
         self._vad.close()
-        if self._kws is not None:
-            self._kws.close()
+        if self.runner is not None:
+            self.runner.close()
         self._loaded = False
 
     @property
@@ -239,8 +320,9 @@ class AudioCueExtractor:
         self._vad_probs: List[Tuple[int, float]] = []     # (frame start, probability)
         self._feat_next = 0                    # index of the next feature frame
         self._feats: List[Tuple[int, FrameFeatures]] = []  # (first frame index, batch)
-        self._kws_fed = 0
-        self._hits: List[KeywordHit] = []
+        self._segmenter.reset()
+        self._helps: List[Tuple[int, str, float]] = []   # (closed_at, phrase, score)
+        self._last_end = -1                    # end of the last emitted window
         self._next_end = self._window
 
     def push(self, samples: np.ndarray, sample_rate: int, stamp: float) -> List[AudioCueResult]:
@@ -308,6 +390,10 @@ class AudioCueExtractor:
                     self._origin += _DRIFT_GAIN * drift
                 return
             self.stream_restarts += 1
+            if self.runner is not None and self._loaded:
+                # The utterance open at the gap is decoded with what was heard of it.
+                for utterance in self._segmenter.flush(self._vad_next):
+                    self._decode(utterance)
             self.reset()
         self._origin = stamp
         self._in_rate = rate
@@ -317,13 +403,17 @@ class AudioCueExtractor:
         return self._buf[start - self._buf_start:end - self._buf_start]
 
     def _advance(self, end: int) -> None:
-        """Run VAD, feature frames and the keyword spotter on all audio before ``end``."""
+        """Run VAD, utterance decoding and feature frames on all audio before ``end``."""
         count = (end - self._vad_next) // VAD_FRAME
         if count > 0:
             frames = self._slice(self._vad_next, self._vad_next + count * VAD_FRAME)
-            probs = self._vad.process(frames.reshape(count, VAD_FRAME))
+            frames = frames.reshape(count, VAD_FRAME)
+            probs = self._vad.process(frames)
             self._vad_probs.extend((self._vad_next + i * VAD_FRAME, float(p))
                                    for i, p in enumerate(probs))
+            if self.runner is not None:
+                for utterance in self._segmenter.feed(self._vad_next, frames, probs):
+                    self._decode(utterance)
             self._vad_next += count * VAD_FRAME
         last = (end - FRAME_LENGTH) // FRAME_HOP  # last frame that fits before end
         if last >= self._feat_next:
@@ -332,9 +422,57 @@ class AudioCueExtractor:
             frames = np.lib.stride_tricks.sliding_window_view(audio, FRAME_LENGTH)[::FRAME_HOP]
             self._feats.append((self._feat_next, self._analyzer.analyze(frames)))
             self._feat_next = last + 1
-        if self._kws is not None and end > self._kws_fed:
-            self._hits.extend(self._kws.process(self._slice(self._kws_fed, end)))
-            self._kws_fed = end
+
+    def _decode(self, utterance: Utterance) -> None:
+        """Decode one closed utterance; keep its transcript and its help decision."""
+        assert self.runner is not None and self._origin is not None
+        self.utterances += 1
+        t0 = time.perf_counter()
+        status = 'ok'
+        try:
+            decoded = self.runner.decode(utterance.audio)
+        except Exception as exc:  # any detector failure is counted, never fatal
+            decoded = None
+            status = 'error'
+            self.decode_errors += 1
+            self.last_error = f'{type(exc).__name__}: {exc}'
+        if decoded is None and status == 'ok':
+            status = 'timeout'
+            self.decode_timeouts += 1
+            self.last_error = (f'decode took more than {self.cfg.detector_timeout_s} s; '
+                               f'detector restarted')
+        elapsed = time.perf_counter() - t0
+        if decoded is None:
+            decoded = Decoded(text=self.last_error if status == 'error' else '')
+        else:
+            self.utterances_decoded += 1
+        detector = self.runner.detector
+        self._transcripts.append(Transcript(
+            start=self._origin + utterance.start / ANALYSIS_RATE,
+            end=self._origin + utterance.end / ANALYSIS_RATE,
+            text=decoded.text, language=decoded.language, confidence=decoded.confidence,
+            help_detected=bool(decoded.help_detected), help_phrase=decoded.help_phrase,
+            help_score=float(decoded.help_score), detector=detector.name,
+            model_id=detector.model_id, decode_s=elapsed, status=status))
+        self._helps.append((utterance.closed_at, decoded.help_phrase if decoded.help_detected
+                            else '', float(decoded.help_score)))
+
+    def pop_transcripts(self) -> List[Transcript]:
+        """The transcripts of the utterances decoded since the last call, in stream order."""
+        out, self._transcripts = self._transcripts, []
+        return out
+
+    def flush(self) -> List[Transcript]:
+        """End of the stream: decode the utterance still open; return all pending transcripts."""
+        if self._loaded and self.runner is not None and self._origin is not None:
+            for utterance in self._segmenter.flush(self._vad_next):
+                self._decode(utterance)
+        return self.pop_transcripts()
+
+    @property
+    def in_speech(self) -> bool:
+        """True while the segmenter is inside an utterance (voice active)."""
+        return self._segmenter.in_speech
 
     def _emit(self, end: int) -> AudioCueResult:
         self._advance(end)
@@ -374,7 +512,7 @@ class AudioCueExtractor:
         arousal = vocal_arousal(loudness, pitch, spread)
         scream = scream_score(cfg, loudness, pitch, loud_voiced_s, centroid, flatness)
 
-        found, confidence = self._window_keywords(start, end)
+        found, confidence = self._window_keywords(end)
         assert self._origin is not None
         return AudioCueResult(
             stamp=self._origin + end / ANALYSIS_RATE, window_s=cfg.window_s,
@@ -401,32 +539,23 @@ class AudioCueExtractor:
             parts['power'].append(batch.power[lo:hi])
         return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
 
-    def _window_keywords(self, start: int, end: int) -> Tuple[List[str], float]:
-        """Keyphrases ending inside the window, known by its end, with their confidence."""
-        if self._kws is None:
-            return [], 0.0
-        cfg = self.cfg
-        best: Dict[str, float] = {}
-        for hit in self._hits:
-            if not (start < hit.end <= end and hit.found_at <= end):
-                continue
-            if cfg.keyword_requires_voice:
-                during = [p for s, p in self._vad_probs
-                          if s + VAD_FRAME > hit.start and s < hit.end]
-                if not during or max(during) < cfg.vad_threshold:
-                    continue
-            conf = (hit.level + 1) / self._kws.levels
-            best[hit.keyword] = max(best.get(hit.keyword, 0.0), conf)
-        confidence = max(best.values(), default=0.0)
-        found = sorted(k for k, c in best.items() if c >= cfg.keyword_threshold)
+    def _window_keywords(self, end: int) -> Tuple[List[str], float]:
+        """Help phrases of the utterances decided since the previous window, and their score.
+
+        Each decoded utterance is reported by exactly one window: the first
+        one whose end is at or after the point where the utterance closed.
+        """
+        prev, self._last_end = self._last_end, end
+        scores = [(phrase, score) for closed, phrase, score in self._helps
+                  if prev < closed <= end]
+        confidence = max((score for _, score in scores), default=0.0)
+        found = sorted({phrase for phrase, _ in scores if phrase})
         return found, confidence
 
     def _trim(self) -> None:
         """Drop audio, frames and hits that no future window can use (bounded memory)."""
         next_start = self._next_end - self._window
         keep = min(self._vad_next, self._feat_next * FRAME_HOP, next_start)
-        if self._kws is not None:
-            keep = min(keep, self._kws_fed)
         if keep > self._buf_start:
             self._buf = self._buf[keep - self._buf_start:]
             self._buf_start = keep
@@ -435,4 +564,4 @@ class AudioCueExtractor:
             self._vad_probs = [(s, p) for s, p in self._vad_probs if s >= horizon]
         self._feats = [(i0, b) for i0, b in self._feats
                        if (i0 + b.level_dbfs.size - 1) * FRAME_HOP >= next_start]
-        self._hits = [h for h in self._hits if h.end > next_start]
+        self._helps = [h for h in self._helps if h[0] > self._last_end]

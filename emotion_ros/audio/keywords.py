@@ -1,22 +1,28 @@
-"""Streaming spotting of spoken calls for help with pocketsphinx's keyphrase search.
+"""Offline call-for-help detector: pocketsphinx keyphrase search, one utterance at a time.
 
 pocketsphinx 5.1.1 ships a US-English acoustic model and dictionary, so this
-works offline. Its keyphrase search compares the best path through the
-keyphrase with a phone loop and fires when the ratio exceeds a threshold.
-Confidence comes from running a few spotters at increasingly strict
-thresholds ("levels") side by side: a detection that only the lenient
-spotter makes is weak, one that the strict spotter also makes is strong.
+works offline on a CPU. Its keyphrase search compares the best path through
+each phrase with a phone loop (the filler/garbage model) and reports the
+phrase when the ratio exceeds the phrase's threshold.
 
-Audio is fed in fixed 100 ms blocks counted from the start of the stream and
-each decoder stays inside one utterance across blocks (restarted after a
-detection, or during a quiet block once an utterance grows long), so words
-that straddle chunk boundaries are not lost and results do not depend on how
-the caller chunked the audio.
+Each utterance is decoded on its own (:class:`KeyphraseDetector.decode`):
+the cepstral mean is set back to the model's initial value and the noise
+statistics are reset before it (pocketsphinx otherwise carries a running
+mean from one utterance to the next), the audio goes in fixed 100 ms blocks
+counted from the utterance's first sample, and the utterance is closed after
+it. The answer is therefore a function of the utterance's audio only.
+
+Confidence comes from several searches at increasingly strict thresholds
+("levels"): a phrase only the lenient search reports is weak, one the strict
+search also reports is strong. A second check rejects near misses: the
+configured ``near_miss_words`` (words that sound like the phrases: health,
+helmet, held ...) are spotted at the same levels, and a phrase hit that a
+near-miss word overlaps at least as strongly (``near_miss_margin`` levels) is
+rejected.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tempfile
@@ -24,6 +30,7 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 
 import numpy as np
 
+from emotion_ros.audio.detectors import Decoded, HelpDetector
 from emotion_ros.errors import ConfigError, ModelLoadError
 
 KWS_RATE = 16000
@@ -32,21 +39,8 @@ BLOCK = 1600
 #: Thresholds are given for a keyphrase of this many phones ("help": HH EH L P)
 #: and scaled with the phone count, as longer phrases reach smaller ratios.
 REFERENCE_PHONES = 4
-# An utterance longer than this is restarted at the next quiet block, and
-# unconditionally at twice this, so decoder memory stays bounded.
-_MAX_UTTERANCE_S = 10.0
-_QUIET_DBFS = -45.0
-
-
-@dataclasses.dataclass(frozen=True)
-class KeywordHit:
-    """One spotted keyphrase. Sample indices count 16 kHz samples from the stream start."""
-
-    keyword: str
-    start: int
-    end: int
-    level: int      # index of the spotter that fired (0 = most lenient)
-    found_at: int   # stream position when it was spotted (end + the search's delay)
+#: Two hits overlap when the shared part covers this fraction of the phrase hit.
+OVERLAP = 0.5
 
 
 def normalize_keyword(text: str) -> str:
@@ -54,26 +48,36 @@ def normalize_keyword(text: str) -> str:
     return ' '.join(re.sub(r"[^a-z' ]+", ' ', text.lower()).split())
 
 
-class KeywordSpotter:
-    """Spots keyphrases in a 16 kHz stream with one pocketsphinx decoder per level."""
+class KeyphraseDetector(HelpDetector):
+    """Spots help phrases in one utterance with one pocketsphinx search per level."""
 
-    def __init__(self, keywords: Sequence[str],
-                 log_thresholds: Sequence[float] = (-30.0, -20.0, -10.0)) -> None:
-        """Configure the keyphrases and the levels' thresholds.
+    name = 'keyphrase'
+
+    def __init__(self, phrases: Sequence[str],
+                 log_thresholds: Sequence[float] = (-30.0, -20.0, -10.0),
+                 threshold: float = 0.6, near_miss_words: Sequence[str] = (),
+                 near_miss_margin: int = 0) -> None:
+        """Configure the phrases, the levels, the decision threshold and the near misses.
 
         Args:
-            keywords: phrases of words in pocketsphinx's US-English dictionary.
+            phrases: help phrases of words in pocketsphinx's US-English dictionary.
             log_thresholds: log10 of the keyphrase-search threshold of each
-                spotter for a 4-phone phrase, from lenient (most negative) to
-                strict.
+                level for a 4-phone phrase, lenient (most negative) to strict.
+            threshold: confidence ``(level + 1) / levels`` needed for help.
+            near_miss_words: words (or phrases) that sound like help phrases.
+            near_miss_margin: a near-miss hit rejects an overlapping phrase hit
+                when its level is >= the phrase's level + this margin.
 
         Raises:
-            ConfigError: on an empty keyword list or thresholds not increasing.
+            ConfigError: on an empty phrase list or thresholds not increasing.
         """
-        self.keywords: Tuple[str, ...] = tuple(dict.fromkeys(normalize_keyword(k)
-                                                             for k in keywords))
-        if not self.keywords or any(not k for k in self.keywords):
-            raise ConfigError(f'keywords: need at least one non-empty phrase, got {keywords!r}')
+        self.phrases: Tuple[str, ...] = tuple(dict.fromkeys(normalize_keyword(k)
+                                                            for k in phrases))
+        if not self.phrases or any(not k for k in self.phrases):
+            raise ConfigError(f'keywords: need at least one non-empty phrase, got {phrases!r}')
+        self.near_misses: Tuple[str, ...] = tuple(
+            w for w in dict.fromkeys(normalize_keyword(k) for k in near_miss_words)
+            if w and w not in self.phrases)
         self.log_thresholds = tuple(float(t) for t in log_thresholds)
         if not self.log_thresholds or any(
                 b <= a for a, b in zip(self.log_thresholds, self.log_thresholds[1:])):
@@ -82,14 +86,20 @@ class KeywordSpotter:
         if any(t >= 0 for t in self.log_thresholds):
             raise ConfigError(f'keyword_levels: log10 thresholds must be < 0, '
                               f'got {list(log_thresholds)}')
-        self._decoders: List[Any] = []
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._position = 0               # stream samples fed to the decoders
-        self._utt_start: List[int] = []  # stream sample where each decoder's utterance began
+        self.threshold = float(threshold)
+        self.near_miss_margin = int(near_miss_margin)
+        self._decoders: List[Any] = []       # one per level: the help phrases
+        self._near_decoders: List[Any] = []  # one per level: the near-miss words
+        self._cmn0 = ''
+
+    @property
+    def model_id(self) -> str:
+        """pocketsphinx's bundled model."""
+        return 'pocketsphinx en-us'
 
     @property
     def levels(self) -> int:
-        """Number of spotters (confidence steps)."""
+        """Number of search levels (confidence steps)."""
         return len(self.log_thresholds)
 
     @property
@@ -102,7 +112,7 @@ class KeywordSpotter:
 
         Raises:
             ModelLoadError: if pocketsphinx or its model is missing.
-            ConfigError: naming keywords whose words the dictionary lacks.
+            ConfigError: naming phrase words the dictionary lacks.
         """
         try:
             import pocketsphinx
@@ -114,15 +124,15 @@ class KeywordSpotter:
         dictionary = os.path.join(model_dir, 'cmudict-en-us.dict')
         if not (os.path.isdir(hmm) and os.path.isfile(dictionary)):
             raise ModelLoadError(f'keyword spotting: pocketsphinx model not found in {model_dir}')
-        pronunciations = _read_dictionary(dictionary, {w for k in self.keywords
-                                                       for w in k.split()})
-        unknown = sorted({w for k in self.keywords for w in k.split()} - set(pronunciations))
-        if unknown:
-            raise ConfigError(f'keywords: {unknown} not in the pocketsphinx US-English '
-                              f'dictionary; use dictionary words')
-        decoders = []
+        words = {w for k in self.phrases + self.near_misses for w in k.split()}
+        pronunciations = _read_dictionary(dictionary, words)
+        for label, group in (('keywords', self.phrases), ('near_miss_words', self.near_misses)):
+            unknown = sorted({w for k in group for w in k.split()} - set(pronunciations))
+            if unknown:
+                raise ConfigError(f'{label}: {unknown} not in the pocketsphinx US-English '
+                                  f'dictionary; use dictionary words')
         with tempfile.TemporaryDirectory(prefix='emotion_ros_kws_') as tmp:
-            # A dictionary of just the keyword words loads in milliseconds; the
+            # A dictionary of just the phrase words loads in milliseconds; the
             # keyphrase search needs no other words (its garbage model is a phone loop).
             small_dict = os.path.join(tmp, 'keywords.dict')
             with open(small_dict, 'w', encoding='utf-8') as out:
@@ -130,83 +140,85 @@ class KeywordSpotter:
                     for i, phones in enumerate(variants):
                         name = word if i == 0 else f'{word}({i + 1})'
                         out.write(f'{name} {phones}\n')
-            for level, log_threshold in enumerate(self.log_thresholds):
-                path = os.path.join(tmp, f'level{level}.kws')
-                with open(path, 'w', encoding='utf-8') as out:
-                    for phrase in self.keywords:
-                        # Phone count of the first pronunciation of each word.
-                        phones = sum(len(pronunciations[w][0].split()) for w in phrase.split())
-                        threshold = 10.0 ** (log_threshold * phones / REFERENCE_PHONES)
-                        out.write(f'{phrase} /{threshold:.4e}/\n')
-                try:
-                    decoders.append(pocketsphinx.Decoder(hmm=hmm, dict=small_dict, kws=path,
-                                                         samprate=KWS_RATE, loglevel='FATAL'))
-                except (RuntimeError, ValueError) as exc:
-                    raise ModelLoadError(f'keyword spotting: pocketsphinx failed to start: '
-                                         f'{exc}') from exc
-        self._decoders = decoders
-        self.reset()
+            self._decoders = [self._decoder(pocketsphinx, hmm, small_dict, tmp, f'p{i}',
+                                            self.phrases, pronunciations, t)
+                              for i, t in enumerate(self.log_thresholds)]
+            self._near_decoders = [self._decoder(pocketsphinx, hmm, small_dict, tmp, f'n{i}',
+                                                 self.near_misses, pronunciations, t)
+                                   for i, t in enumerate(self.log_thresholds)
+                                   ] if self.near_misses else []
+        self._cmn0 = self._decoders[0].get_cmn()
 
-    def reset(self) -> None:
-        """Start a new stream: restart every utterance and forget buffered audio."""
-        for decoder in self._decoders:
-            try:
-                decoder.end_utt()
-            except RuntimeError:
-                pass  # no utterance was open
-            decoder.start_utt()
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._position = 0
-        self._utt_start = [0] * len(self._decoders)
+    @staticmethod
+    def _decoder(pocketsphinx: Any, hmm: str, dictionary: str, tmp: str, name: str,
+                 phrases: Sequence[str], pronunciations: Dict[str, List[str]],
+                 log_threshold: float) -> Any:
+        path = os.path.join(tmp, f'{name}.kws')
+        with open(path, 'w', encoding='utf-8') as out:
+            for phrase in phrases:
+                # Phone count of the first pronunciation of each word.
+                phones = sum(len(pronunciations[w][0].split()) for w in phrase.split())
+                threshold = 10.0 ** (log_threshold * phones / REFERENCE_PHONES)
+                out.write(f'{phrase} /{threshold:.4e}/\n')
+        try:
+            return pocketsphinx.Decoder(hmm=hmm, dict=dictionary, kws=path,
+                                        samprate=KWS_RATE, loglevel='FATAL')
+        except (RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f'keyword spotting: pocketsphinx failed to start: '
+                                 f'{exc}') from exc
 
-    def process(self, samples: np.ndarray) -> List[KeywordHit]:
-        """Feed 16 kHz float samples in [-1, 1]; return the keyphrases spotted so far."""
+    def spot(self, audio: np.ndarray) -> Tuple[List[Tuple[str, int, int, int]],
+                                               List[Tuple[str, int, int, int]]]:
+        """Phrase hits and near-miss hits of one utterance: ``(text, level, start, end)``.
+
+        ``start``/``end`` are 10 ms frame indices from the utterance start.
+        """
         if not self._decoders:
-            raise ModelLoadError('keyword spotting: process() called before load()')
-        pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0),
+            raise ModelLoadError('keyword spotting: decode() called before load()')
+        pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768.0),
                       -32768, 32767).astype(np.int16)
-        data = np.concatenate([self._pending, pcm]) if self._pending.size else pcm
-        hits: List[KeywordHit] = []
-        full = data.size // BLOCK * BLOCK
-        for offset in range(0, full, BLOCK):
-            hits.extend(self._block(data[offset:offset + BLOCK]))
-        self._pending = data[full:].copy()
+        blocks = [pcm[i:i + BLOCK].tobytes() for i in range(0, pcm.size, BLOCK)]
+        return (self._run(self._decoders, blocks), self._run(self._near_decoders, blocks))
+
+    def _run(self, decoders: List[Any], blocks: List[bytes]) -> List[Tuple[str, int, int, int]]:
+        hits = []
+        for level, decoder in enumerate(decoders):
+            # Fresh normalisation: the cepstral mean and noise statistics start
+            # from the model's initial values for every utterance.
+            decoder.set_cmn(self._cmn0)
+            decoder.start_utt()
+            for block in blocks:
+                decoder.process_raw(block, False, False)
+            decoder.end_utt()
+            for seg in decoder.seg() or []:
+                hits.append((normalize_keyword(seg.word), level, int(seg.start_frame),
+                             int(seg.end_frame) + 1))
         return hits
 
-    def _block(self, block: np.ndarray) -> List[KeywordHit]:
-        raw = block.tobytes()
-        self._position += block.size
-        quiet = _level_dbfs(block) < _QUIET_DBFS
-        hits = []
-        for level, decoder in enumerate(self._decoders):
-            decoder.process_raw(raw, False, False)
-            hyp = decoder.hyp()
-            restart = False
-            if hyp is not None:
-                for seg in decoder.seg() or []:
-                    hits.append(KeywordHit(
-                        keyword=normalize_keyword(seg.word),
-                        start=self._utt_start[level] + seg.start_frame * KWS_RATE // 100,
-                        end=self._utt_start[level] + (seg.end_frame + 1) * KWS_RATE // 100,
-                        level=level, found_at=self._position))
-                restart = True
-            else:
-                length = (self._position - self._utt_start[level]) / KWS_RATE
-                restart = (length > _MAX_UTTERANCE_S and quiet) or length > 2 * _MAX_UTTERANCE_S
-            if restart:
-                decoder.end_utt()
-                decoder.start_utt()
-                self._utt_start[level] = self._position
-        return hits
+    def decode(self, audio: np.ndarray) -> Decoded:
+        """Spot the phrases in one utterance and reject near misses."""
+        hits, near = self.spot(audio)
+        best: Dict[str, int] = {}
+        for phrase, level, start, end in hits:
+            rival = max((lv for _, lv, s, e in near
+                         if min(end, e) - max(start, s) >= OVERLAP * (end - start)), default=-1)
+            if rival >= 0 and rival >= level + self.near_miss_margin:
+                continue  # a near-miss word explains this stretch at least as well
+            best[phrase] = max(best.get(phrase, -1), level)
+        if not best:
+            return Decoded(text='', language='en', confidence=0.0)
+        # The strongest phrase; among equals the longest (most specific) one.
+        phrase = max(best, key=lambda p: (best[p], len(p.split()), p))
+        score = (best[phrase] + 1) / self.levels
+        heard = ' '.join(p for p in sorted(best, key=lambda p: -best[p]))
+        detected = score >= self.threshold
+        return Decoded(text=heard, language='en', confidence=score, help_detected=detected,
+                       help_phrase=phrase if detected else '', help_score=score)
 
     def close(self) -> None:
         """Free the decoders. Safe to call twice."""
-        for decoder in self._decoders:
-            try:
-                decoder.end_utt()
-            except RuntimeError:
-                pass
         self._decoders = []
+        self._near_decoders = []
 
 
 def _read_dictionary(path: str, words: Set[str]) -> Dict[str, List[str]]:
@@ -219,8 +231,3 @@ def _read_dictionary(path: str, words: Set[str]) -> Dict[str, List[str]]:
             if word in words and phones.strip():
                 found.setdefault(word, []).append(phones.strip())
     return found
-
-
-def _level_dbfs(block: np.ndarray) -> float:
-    power = float(np.mean(block.astype(np.float64) ** 2)) / (32768.0 ** 2)
-    return 10.0 * np.log10(power) if power > 0 else -120.0

@@ -1,8 +1,13 @@
-"""audio_node: audio frames in, audio cues (voice, calls for help, scream/cry) out.
+"""audio_node: audio frames in; audio cues and one transcript per utterance out.
 
 The subscription callback decodes and queues the samples (bounded); a timer
-in its own callback group runs the cue extractor, so keyword spotting never
-blocks message reception.
+in its own callback group runs the cue extractor (voice activity,
+utterances, the call-for-help detector behind a watchdog, scream/cry,
+arousal), so decoding never blocks message reception. /diagnostics reports
+the stream's continuity (frames received vs expected from their stamps,
+gaps, jumps, restarts) and the detector's health (utterances decoded,
+latency, time since the last decoded utterance while voice is active,
+watchdog restarts), at WARN/ERROR when the detector stops answering.
 """
 
 from __future__ import annotations
@@ -11,48 +16,68 @@ import collections
 import importlib
 import threading
 import time
+from typing import Optional
 
-from emotion_ros_msgs.msg import AudioCues, AudioFrame
+from diagnostic_msgs.msg import DiagnosticStatus
+from emotion_ros_msgs.msg import AudioCues, AudioFrame, Transcript
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from emotion_ros.audio.cues import AudioCueExtractor
+from emotion_ros.audio.detectors import Transcript as DecodedUtterance
 from emotion_ros.audio.pcm import decode_pcm
+from emotion_ros.audio.stream_monitor import StreamMonitor
 from emotion_ros.errors import ConfigError, EmotionRosError, InputError
 from emotion_ros.node_config import AudioNodeConfig
 from emotion_ros.ros import conversions
-from emotion_ros.ros.node_utils import (BadInputLog, declare_config, Diagnostics, RateMeter,
-                                        reliability_qos, run_node)
+from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
+                                        NodeHealth, RateMeter, reliability_qos, run_node)
+from emotion_ros.types import Transcript as TranscriptResult
 
 QUEUE_CHUNKS = 200  # bounded: ~20 s of 100 ms chunks
+#: After a watchdog restart the node stays at WARN this long (or until a decode succeeds).
+RESTART_WARN_S = 30.0
 
 
 class AudioNode(Node):
-    """Extracts audio cues from a stream of audio frames."""
+    """Extracts audio cues and transcripts from a stream of audio frames."""
 
     def __init__(self) -> None:
         super().__init__('audio_node')
+        self.health = NodeHealth(self)
+        # Read-only parameters: the extractor's models are built from them at start-up.
         self.config = declare_config(self, AudioNodeConfig)
         self.extractor = AudioCueExtractor(self.config.cues)
         self.extractor.load()
         self.bad_inputs = BadInputLog(self)
+        self.monitor = StreamMonitor()
         self._queue = collections.deque()
         self._queue_lock = threading.Lock()
         self._dropped = 0
-        self._frames = 0
         self._cues = 0
         self._helps = 0
+        self._transcripts = 0
         self._in_rate = RateMeter()
         self._proc_ms = 0.0
+        self._latency_ms = 0.0
+        self._frame_id = 'microphone'
+        now = time.monotonic()
+        self._last_decoded = now
+        self._voice_since: Optional[float] = None   # voice heard, not yet decoded, since
+        self._last_restart_t = -1e18
+        self._restarts_seen = 0
         self._pub = self.create_publisher(AudioCues, 'audio_cues', 10)
+        self._transcript_pub = self.create_publisher(
+            Transcript, 'transcripts', reliability_qos('reliable', depth=20))
         msg_type = self._input_type()
         self.create_subscription(msg_type, 'audio', self._on_audio,
                                  reliability_qos('reliable', depth=50))
         self.create_timer(0.05, self._process, callback_group=MutuallyExclusiveCallbackGroup())
         self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
+        detector = self.extractor.runner.detector.name if self.extractor.runner else 'none'
         self.get_logger().info(f'listening on {self.resolve_topic_name("audio")} '
-                               f'({self.config.audio_msg_type})')
+                               f'({self.config.audio_msg_type}); help detector: {detector}')
 
     def _input_type(self) -> type:
         if self.config.audio_msg_type == 'emotion_ros':
@@ -65,19 +90,23 @@ class AudioNode(Node):
             raise ConfigError(f'audio_msg_type: {self.config.audio_msg_type} needs '
                               f'audio_common_msgs.msg.{name}, which is not installed') from exc
 
+    @boundary('subscription', 'audio')
     def _on_audio(self, msg) -> None:
-        self._frames += 1
         self._in_rate.tick()
         try:
             samples, rate, stamp = self._decode(msg)
         except InputError as exc:
             self.bad_inputs.report(exc.kind, str(exc))
             return
+        header = getattr(msg, 'header', None)
+        if header is not None and header.frame_id:
+            self._frame_id = header.frame_id
+        self.monitor.feed(stamp, samples.size, rate)
         with self._queue_lock:
             if len(self._queue) >= QUEUE_CHUNKS:
                 self._queue.popleft()
                 self._dropped += 1
-            self._queue.append((samples, rate, stamp))
+            self._queue.append((samples, rate, stamp, self._frame_id))
 
     def _decode(self, msg):
         cfg = self.config
@@ -92,12 +121,13 @@ class AudioNode(Node):
                              cfg.audio_common_channels, cfg.audio_common_sample_rate)
         return samples, cfg.audio_common_sample_rate, stamp
 
+    @boundary('timer', 'process')
     def _process(self) -> None:
         while True:
             with self._queue_lock:
                 if not self._queue:
                     return
-                samples, rate, stamp = self._queue.popleft()
+                samples, rate, stamp, frame_id = self._queue.popleft()
             t0 = time.perf_counter()
             try:
                 results = self.extractor.push(samples, rate, stamp)
@@ -109,17 +139,85 @@ class AudioNode(Node):
                 self.extractor.reset()
                 continue
             self._proc_ms = 0.8 * self._proc_ms + 0.2 * (time.perf_counter() - t0) * 1e3
+            for utterance in self.extractor.pop_transcripts():
+                self._publish_transcript(utterance, frame_id)
+            now = time.monotonic()
+            if self.extractor.in_speech and self._voice_since is None:
+                self._voice_since = now
             for cues in results:
                 self._cues += 1
                 self._helps += int(cues.help_detected)
-                self._pub.publish(conversions.cues_to_msg(cues, 'microphone'))
+                self._pub.publish(conversions.cues_to_msg(cues, frame_id))
 
+    def _publish_transcript(self, t: DecodedUtterance, frame_id: str) -> None:
+        now = time.monotonic()
+        if t.status != 'ok':
+            return  # counted by the extractor (decode_errors / decode_timeouts)
+        self._last_decoded = now
+        self._voice_since = now if self.extractor.in_speech else None
+        self._latency_ms = t.decode_s * 1e3
+        msg = conversions.transcript_to_msg(TranscriptResult(
+            stamp=t.start, end=t.end, frame_id=frame_id, text=t.text,
+            help_detected=t.help_detected, help_phrase=t.help_phrase,
+            help_score=t.help_score, language=t.language, confidence=t.confidence,
+            detector=t.detector))
+        msg.model_id = t.model_id
+        self._transcript_pub.publish(msg)
+        self._transcripts += 1
+
+    @boundary('timer', 'diagnostics')
     def _publish_diagnostics(self) -> None:
-        self.diagnostics.publish({
-            'frames_received': self._frames, 'input_rate_hz': self._in_rate.rate,
+        ex = self.extractor
+        runner = ex.runner
+        now = time.monotonic()
+        busy = runner.busy_s() if runner is not None else 0.0
+        pending = now - self._voice_since if self._voice_since is not None else 0.0
+        restarts = runner.restarts if runner is not None else 0
+        if restarts > self._restarts_seen:
+            self._restarts_seen = restarts
+            self._last_restart_t = now
+        values = {
+            'frames_received': self.monitor.frames, 'input_rate_hz': self._in_rate.rate,
+            **self.monitor.values(),
+            'stream_restarts': ex.stream_restarts,
             'cues_published': self._cues, 'help_detections': self._helps,
             'chunks_dropped': self._dropped, 'processing_ms_per_chunk': self._proc_ms,
-            'queue_length': len(self._queue)}, bad_inputs=self.bad_inputs)
+            'queue_length': len(self._queue),
+            'help_detector': runner.detector.name if runner is not None else 'off',
+            'utterances': ex.utterances, 'utterances_decoded': ex.utterances_decoded,
+            'transcripts_published': self._transcripts,
+            'decode_errors': ex.decode_errors, 'decode_timeouts': ex.decode_timeouts,
+            'detector_restarts': restarts,
+            'detector_latency_ms': self._latency_ms, 'detector_busy_s': busy,
+            'since_decoded_while_voiced_s': pending,
+        }
+        level, message = DiagnosticStatus.OK, 'ok'
+        if runner is not None:
+            timeout = self.config.cues.detector_timeout_s
+            # Voice can legitimately wait for a decode as long as the longest
+            # utterance plus its hangover; beyond that the detector is not answering.
+            allowed = (self.config.cues.utterance_max_s + self.config.cues.utterance_hangover_s
+                       + max(2.0, 0.5 * timeout))
+            if busy > max(1.0, 0.5 * timeout) if timeout > 0 else busy > allowed:
+                level, message = DiagnosticStatus.ERROR, (
+                    f'help detector stalled: one decode running for {busy:.1f} s'
+                    + (f' (watchdog restarts it at {timeout:.0f} s)' if timeout > 0 else ''))
+            elif pending > allowed:
+                level, message = DiagnosticStatus.ERROR, (
+                    f'help detector silent: voice heard {pending:.1f} s ago, no utterance '
+                    f'decoded since')
+            elif now - self._last_restart_t < RESTART_WARN_S and \
+                    self._last_decoded < self._last_restart_t:
+                level, message = DiagnosticStatus.WARN, (
+                    f'help detector restarted by the watchdog ({restarts} so far): '
+                    f'{ex.last_error}')
+            elif ex.decode_errors and ex.last_error and level == DiagnosticStatus.OK and \
+                    now - self._last_decoded > RESTART_WARN_S and pending > 0:
+                level, message = DiagnosticStatus.WARN, f'help detector errors: {ex.last_error}'
+        if level == DiagnosticStatus.OK and self._dropped:
+            message = f'ok ({self._dropped} chunks dropped: processing fell behind)'
+        self.diagnostics.publish(values, level=level, message=message,
+                                 bad_inputs=self.bad_inputs)
 
     def destroy_node(self) -> None:
         """Free the cue extractor's models."""

@@ -1,0 +1,295 @@
+"""Benchmark of call-for-help detection in long continuous streams.
+
+Builds a labelled set with espeak-ng (voices and variants, two speeds, pitch
+changes), lays calls for help, near-miss sentences and calm speech out in
+long continuous streams (minutes, silence between, no reset), applies robot
+microphone conditions (sox reverb, telephone-like band-limiting, white noise
+and babble of other talkers at -55/-40/-30 dBFS), pushes each stream through
+``AudioCueExtractor`` (exactly what ``audio_node`` runs) in 100 ms chunks and
+prints, per condition and backend: recall over all call placements, false
+detections on near-miss and calm sentences (per sentence and per hour of
+that speech), and CPU seconds per second of audio.
+
+Splits: ``dev`` (voices and sentences the thresholds were tuned on) and
+``test`` (other voices AND other sentences, never tuned on).
+
+    python benchmarks/bench_help_detection.py --split test            # the reported numbers
+    python benchmarks/bench_help_detection.py --split dev --quick     # while developing
+    python benchmarks/bench_help_detection.py --set keyword_threshold=0.5 --split dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor  # noqa: E402
+from emotion_ros.audio.synth import (build_stream, Placement, RATE, set_rms_dbfs,  # noqa: E402
+                                     sox, speak)
+from emotion_ros.config import from_mapping  # noqa: E402
+
+SPEECH_DBFS = -23.0
+
+SPLITS = {
+    'dev': {
+        'voices': ['en-us', 'en+m3', 'en+f3'],
+        'calls': ['Help!', 'Help me!', 'Somebody help!', 'Can anyone hear me?',
+                  'I am stuck!', 'Over here! Help!'],
+        'near': ['The health of my helmet, it held well.',
+                 'Hello there, I will hold the yellow shelf.',
+                 'The kelp is healthy here.', 'We are stopping over there for lunch.',
+                 'Can anybody hear the music?'],
+        'calm': ['The weather is nice today and the sky is blue.',
+                 'I think the robot needs a new battery.',
+                 'Turn left at the next corner and walk to the door.',
+                 'My sister bought a red car last summer.'],
+    },
+    'test': {
+        'voices': ['en-gb', 'en+f4', 'en-us+m5', 'en+f2'],
+        'calls': ['Help! Somebody help me!', 'Please help me!', 'Help, I am stuck!',
+                  'Can anyone hear me? Over here!', 'Help! Help!'],
+        'near': ['He held the yellow helmet in the hall.',
+                 'Hello, the hotel is over there.',
+                 'The healthy whelp yelped at the bell.',
+                 'Anybody here may hear the music.'],
+        'calm': ['The coffee in the kitchen is still warm.',
+                 'We will meet at the station at nine.',
+                 'The children are playing in the garden.',
+                 'Please close the window before you leave.'],
+    },
+}
+# Talkers of the babble noise (never in either split).
+BABBLE_VOICES = ['en-us+m7', 'en+f5', 'en-gb-x-rp']
+BABBLE_TEXT = ['The meeting was moved to Thursday afternoon because of the rain.',
+               'Most of the books on the top shelf are about old ships.',
+               'She said the train would be late again this evening.']
+SPEEDS = (150, 185)
+PITCHES = (40, 65)
+
+CONDITIONS = {
+    'clean': [],
+    'reverb': ['reverb', '50', '50', '70'],
+    'band': ['sinc', '300-3400'],
+    'white-55': [], 'white-40': [], 'white-30': [],
+    'babble-40': [], 'babble-30': [],
+    'band+reverb+white-40': ['sinc', '300-3400', 'reverb', '40'],
+}
+QUICK_CONDITIONS = ['clean', 'reverb', 'white-40', 'babble-40']
+
+
+def clips(split: str, quick: bool) -> List[Tuple[np.ndarray, str, str]]:
+    """All (samples, kind, label) of a split: every sentence x voice x speed x pitch."""
+    s = SPLITS[split]
+    speeds = SPEEDS[:1] if quick else SPEEDS
+    pitches = PITCHES[:1] if quick else PITCHES
+    out = []
+    for kind in ('calls', 'near', 'calm'):
+        for text in s[kind]:
+            for voice in s['voices']:
+                for speed in speeds:
+                    for pitch in pitches:
+                        x = set_rms_dbfs(speak(text, voice, speed, pitch), SPEECH_DBFS)
+                        out.append((x, kind.rstrip('s'), f'{text} [{voice} s{speed} p{pitch}]'))
+    return out
+
+
+def make_stream(items, placements_per_clip: int, seed: int):
+    """Shuffle clips (each ``placements_per_clip`` times) into one stream with random gaps."""
+    rng = np.random.default_rng(seed)
+    order = [it for it in items for _ in range(placements_per_clip if it[1] == 'call' else 1)]
+    idx = rng.permutation(len(order))
+    order = [order[i] for i in idx]
+    gaps = rng.uniform(0.6, 3.0, len(order))
+    return build_stream(order, gaps)
+
+
+def babble(n: int, seed: int) -> np.ndarray:
+    """Several talkers at once, looped to ``n`` samples, normalised to 0 dBFS RMS."""
+    rng = np.random.default_rng(seed)
+    mix = np.zeros(n, np.float32)
+    for voice in BABBLE_VOICES:
+        talk = np.concatenate([np.concatenate([speak(t, voice), np.zeros(4000, np.float32)])
+                               for t in BABBLE_TEXT])
+        reps = int(np.ceil((n + talk.size) / talk.size))
+        track = np.tile(talk, reps)
+        start = int(rng.integers(0, talk.size))
+        mix += track[start:start + n]
+    return set_rms_dbfs(mix, 0.0)
+
+
+def apply_condition(x: np.ndarray, name: str, seed: int) -> np.ndarray:
+    """Room/microphone effects (sox) then noise at the named level."""
+    effects = CONDITIONS[name]
+    y = sox(x, effects) if effects else x.copy()
+    rng = np.random.default_rng(seed)
+    for part in name.split('+'):
+        if part.startswith('white-'):
+            level = -float(part.split('-')[1])
+            y = y + set_rms_dbfs(rng.normal(0, 1, y.size).astype(np.float32), level)
+        elif part.startswith('babble-'):
+            level = -float(part.split('-')[1])
+            y = y + babble(y.size, seed) * (10 ** (level / 20))
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def run(cfg: AudioCueConfig, audio: np.ndarray, chunk_s: float = 0.1):
+    """Push ``audio`` through a fresh extractor in chunks; transcripts, cues, CPU seconds."""
+    ex = AudioCueExtractor(cfg)
+    ex.load()
+    chunk = int(chunk_s * RATE)
+    transcripts, cues = [], []
+    cpu0 = time.process_time()
+    for i in range(0, audio.size, chunk):
+        cues.extend(ex.push(audio[i:i + chunk], RATE, i / RATE))
+        transcripts.extend(ex.pop_transcripts())
+    transcripts.extend(ex.flush())
+    cpu = time.process_time() - cpu0
+    ex.close()
+    return transcripts, cues, cpu
+
+
+def score(placements: Sequence[Placement], transcripts, tolerance: float = 0.3) -> Dict:
+    """Recall over call placements; false detections per near-miss / calm placement."""
+    helps = [t for t in transcripts if t.help_detected]
+
+    def hit(p: Placement) -> bool:
+        return any(t.start < p.end + tolerance and t.end > p.start - tolerance for t in helps)
+
+    out: Dict = {}
+    for kind in ('call', 'near', 'calm'):
+        ps = [p for p in placements if p.kind == kind]
+        flagged = [p for p in ps if hit(p)]
+        out[kind] = {'n': len(ps), 'flagged': len(flagged),
+                     'hours': sum(p.end - p.start for p in ps) / 3600.0,
+                     'examples': [p.label for p in (flagged if kind != 'call' else
+                                                    [q for q in ps if not hit(q)])][:5]}
+    explained = [t for t in helps if any(t.start < p.end + tolerance and
+                                         t.end > p.start - tolerance for p in placements)]
+    out['other_false'] = len(helps) - len(explained)
+    return out
+
+
+def main(argv=None) -> int:
+    """Build the set, run the streams, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--split', choices=sorted(SPLITS), default='test')
+    parser.add_argument('--quick', action='store_true',
+                        help='one speed and pitch, 4 conditions, 1 placement per call clip')
+    parser.add_argument('--conditions', default='', help='comma-separated subset of: '
+                        + ', '.join(CONDITIONS))
+    parser.add_argument('--placements', type=int, default=2,
+                        help='placements of each call clip per stream (default 2)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override an AudioCueConfig field (JSON value), e.g. '
+                        'keyword_threshold=0.5 or keyword_levels=[-30,-25]')
+    parser.add_argument('--whisper-model', default='',
+                        help='also run the whisper backend with this model id/path')
+    parser.add_argument('--sweep', action='store_true',
+                        help='also print recall / false detections for every help_score '
+                        'threshold (tuning on dev)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--json', default='', help='write the results here as JSON')
+    args = parser.parse_args(argv)
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition('=')
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    overrides.setdefault('detector_timeout_s', 0.0)   # inline: CPU of this process only
+    backends = {'keyphrase': from_mapping(AudioCueConfig, {**overrides,
+                                                           'help_detector': 'keyphrase'})}
+    if args.whisper_model:
+        backends['whisper'] = from_mapping(AudioCueConfig, {
+            **overrides, 'help_detector': 'whisper', 'whisper_model': args.whisper_model})
+
+    conditions = (args.conditions.split(',') if args.conditions else
+                  (QUICK_CONDITIONS if args.quick else list(CONDITIONS)))
+    placements = 1 if args.quick else args.placements
+    t0 = time.time()
+    items = clips(args.split, args.quick)
+    n_calls = sum(1 for it in items if it[1] == 'call')
+    print(f'# split {args.split}: {len(items)} clips ({n_calls} calls x {placements} '
+          f'placements), built in {time.time() - t0:.0f} s', flush=True)
+    rows = []
+    runs = []
+    for backend, cfg in backends.items():
+        for i, cond in enumerate(conditions):
+            clean, places = make_stream(items, placements, args.seed + i)
+            audio = apply_condition(clean, cond, args.seed + 100 + i)
+            transcripts, _, cpu = run(cfg, audio)
+            s = score(places, transcripts)
+            runs.append((places, transcripts))
+            dur = audio.size / RATE
+            row = {'backend': backend, 'condition': cond, 'stream_min': dur / 60,
+                   'recall': s['call']['flagged'] / max(1, s['call']['n']),
+                   'calls': s['call']['n'],
+                   'near_false_pct': 100 * s['near']['flagged'] / max(1, s['near']['n']),
+                   'near_false_per_h': s['near']['flagged'] / max(1e-9, s['near']['hours']),
+                   'calm_false_pct': 100 * s['calm']['flagged'] / max(1, s['calm']['n']),
+                   'calm_false_per_h': s['calm']['flagged'] / max(1e-9, s['calm']['hours']),
+                   'other_false': s['other_false'], 'cpu_s_per_s': cpu / dur,
+                   'utterances': len(transcripts), 'missed': s['call']['examples'],
+                   'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples']}
+            rows.append(row)
+            print(f"{backend:9s} {cond:22s} {dur / 60:5.1f} min  recall {row['recall']:.3f} "
+                  f"({s['call']['flagged']}/{s['call']['n']})  near {row['near_false_pct']:5.1f}%"
+                  f"  calm {row['calm_false_pct']:5.1f}%  other {row['other_false']}  "
+                  f"cpu {row['cpu_s_per_s']:.3f} s/s", flush=True)
+    print()
+    print(f'Machine: {platform.machine()}, {os.cpu_count()} cores, '
+          f'{platform.python_version()}; split {args.split}; overrides {overrides}')
+    print('| backend | condition | stream (min) | recall | near-miss false (% / per h) | '
+          'calm false (% / per h) | other false | CPU s/s |')
+    print('|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['backend']} | {r['condition']} | {r['stream_min']:.1f} | "
+              f"{r['recall']:.3f} ({r['calls']}) | {r['near_false_pct']:.1f} / "
+              f"{r['near_false_per_h']:.0f} | {r['calm_false_pct']:.1f} / "
+              f"{r['calm_false_per_h']:.0f} | {r['other_false']} | {r['cpu_s_per_s']:.3f} |")
+    for backend in backends:
+        rs = [r for r in rows if r['backend'] == backend]
+        calls = sum(r['calls'] for r in rs)
+        recall = sum(r['recall'] * r['calls'] for r in rs) / max(1, calls)
+        print(f"| {backend} | **all** | {sum(r['stream_min'] for r in rs):.1f} | "
+              f'**{recall:.3f}** ({calls}) | '
+              f"**{np.mean([r['near_false_pct'] for r in rs]):.1f}** | "
+              f"**{np.mean([r['calm_false_pct'] for r in rs]):.1f}** | "
+              f"{sum(r['other_false'] for r in rs)} | "
+              f"**{np.mean([r['cpu_s_per_s'] for r in rs]):.3f}** |")
+    if args.sweep:
+        print('\nthreshold sweep over all conditions (help_score >= t):')
+        levels = sorted({round(t.help_score, 4) for _, ts in runs for t in ts if t.help_score > 0})
+        for t in levels:
+            tot: Dict[str, List[int]] = {'call': [0, 0], 'near': [0, 0], 'calm': [0, 0]}
+            for places, ts in runs:
+                sw = [dataclasses.replace(x, help_detected=x.help_score >= t) for x in ts]
+                sc = score(places, sw)
+                for k in tot:
+                    tot[k][0] += sc[k]['flagged']
+                    tot[k][1] += sc[k]['n']
+            print(f"  t={t:.3f}: recall {tot['call'][0] / max(1, tot['call'][1]):.3f}  "
+                  f"near {100 * tot['near'][0] / max(1, tot['near'][1]):.1f}%  "
+                  f"calm {100 * tot['calm'][0] / max(1, tot['calm'][1]):.1f}%")
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as out:
+            json.dump({'split': args.split, 'overrides': overrides, 'rows': rows}, out,
+                      indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
