@@ -293,6 +293,10 @@ class OfflinePipeline:
     def on_audio(self, samples: np.ndarray, sample_rate: int, stamp: float
                  ) -> Tuple[List[AudioCueResult], List[Alert]]:
         """Feed mono float32 audio whose first sample is at ``stamp``; fuse the cues."""
+        if self.perception.av_context is not None:  # the audio_visual backend hears it too
+            from emotion_ros.av_context import resample_to_16k
+            self.perception.feed_audio(resample_to_16k(samples, sample_rate),
+                                       stamp + len(samples) / float(sample_rate))
         cues = self.audio.push(samples, sample_rate, stamp)
         alerts: List[Alert] = []
         for cue in cues:

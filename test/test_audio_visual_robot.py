@@ -170,3 +170,26 @@ def test_perception_node_hears_the_nearest_person_through_topics(
         assert changed == (track == nearest), (track, nearest)
     assert heard[-1].persons[0].model_id.startswith('audio_visual:')
     assert proc.alive()
+
+
+def test_bag_evaluation_pipeline_feeds_audio_to_the_audio_visual_backend(av_pipeline):
+    """OfflinePipeline.on_audio (what the bag evaluation drives) reaches the backend's voice."""
+    import dataclasses
+    from emotion_ros.pipeline import OfflinePipeline
+    from emotion_ros.robot_config import load_robot_config
+    from rosgraph import sample_frame
+    robot = load_robot_config('config/robot.yaml')
+    offline = OfflinePipeline(dataclasses.replace(robot, perception=av_pipeline.config))
+    offline.perception = av_pipeline  # already loaded: share it
+    offline.audio.load()
+    frame = sample_frame('zidane', (640, 480))
+    av_pipeline.process(frame, stamp=20.0)
+    before = av_pipeline.process(frame, stamp=20.3)  # two crops buffered: temporal tokens on
+    t = np.arange(8000) / 16000
+    offline.on_audio((0.3 * np.sin(2 * np.pi * 400 * t)).astype(np.float32), 16000, 20.1)
+    after = av_pipeline.process(frame, stamp=20.7)
+    assert before.persons and len(before.persons) == len(after.persons)
+    changed = [not np.allclose(a.emotion.scores, b.emotion.scores, atol=1e-4)
+               for a, b in zip(before.persons, after.persons)]
+    assert sum(changed) == 1  # only the nearest person hears it
+    offline.audio.close()
