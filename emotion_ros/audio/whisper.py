@@ -14,6 +14,7 @@ torch and transformers are imported by ``load()`` only.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import unicodedata
@@ -131,23 +132,27 @@ class WhisperDetector(HelpDetector):
                                  f'id needs the hub or its cache; or give a local folder): '
                                  f'{exc}') from exc
         tokenizer = processor.tokenizer
+        vocab = tokenizer.get_vocab()
         ids = {}
         for token in ('<|startoftranscript|>', '<|transcribe|>', '<|notimestamps|>',
                       '<|endoftext|>'):
-            tid = tokenizer.convert_tokens_to_ids(token)
-            if tid is None or tid == tokenizer.unk_token_id:
+            tid = vocab.get(token)
+            if tid is None:
                 raise ModelLoadError(f'whisper detector: tokenizer of {self._model_name!r} '
                                      f'lacks {token}')
             ids[token] = int(tid)
         lang_ids = {}
         for lang in self.languages:
-            tid = tokenizer.convert_tokens_to_ids(f'<|{lang}|>')
-            if tid is None or tid == tokenizer.unk_token_id:
+            tid = vocab.get(f'<|{lang}|>')
+            if tid is None:
                 raise ConfigError(f'whisper_languages: {lang!r} is not a language of '
                                   f'{self._model_name!r}')
             lang_ids[lang] = int(tid)
         model.to(device)
         model.eval()
+        # transformers renamed the decoder cache argument (past_key_values -> cache).
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = 'cache' if 'cache' in params else 'past_key_values'
         self._torch, self._processor, self._model = torch, processor, model
         self._special, self._lang_ids = ids, lang_ids
         self._device = device
@@ -193,8 +198,8 @@ class WhisperDetector(HelpDetector):
         limit = self._model.config.max_target_positions - len(prompt)
         for _ in range(min(max_new, limit)):
             out = self._model(encoder_outputs=encoder_out, decoder_input_ids=ids,
-                              past_key_values=past, use_cache=True)
-            past = out.past_key_values
+                              use_cache=True, **{self._cache_arg: past})
+            past = getattr(out, 'cache', None) or out.past_key_values
             logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             token = int(torch.argmax(logp))
             if token == eos:
