@@ -20,6 +20,7 @@ from emotion_ros.types import Alert, AudioCueResult, FrameResult
 
 FRAMES_FILE = 'frames.jsonl'
 CUES_FILE = 'audio_cues.jsonl'
+TRANSCRIPTS_FILE = 'transcripts.jsonl'
 ALERTS_FILE = 'alerts.jsonl'
 SCORES_FILE = 'scores.jsonl'
 TIMINGS_FILE = 'timings.jsonl'
@@ -187,6 +188,46 @@ class CueRecord:
         return cls(float(d['t']), _unnum(d['speech_probability']), bool(d['voice_active']),
                    bool(d['help_detected']), list(d['keywords']), _unnum(d['scream_score']),
                    _unnum(d['loudness_dbfs']))
+
+
+@dataclasses.dataclass
+class TranscriptRecord:
+    """One decoded utterance: when, what was heard, whether it was a call for help."""
+
+    t: float        # start of the utterance (s, relative like every record)
+    end: float
+    text: str
+    help_detected: bool
+    help_phrase: str
+    help_score: float
+    language: str
+    confidence: float
+    detector: str
+    model_id: str
+    status: str     # ok, timeout (watchdog) or error
+
+    @classmethod
+    def from_transcript(cls, tr: Any, t: float, end: float) -> 'TranscriptRecord':
+        """Record an ``emotion_ros.audio.detectors.Transcript`` at relative times."""
+        return cls(t, end, str(tr.text), bool(tr.help_detected), str(tr.help_phrase),
+                   float(tr.help_score), str(tr.language), float(tr.confidence),
+                   str(tr.detector), str(tr.model_id), str(tr.status))
+
+    def to_json(self) -> Dict[str, Any]:
+        """Plain JSON-able dict."""
+        return {'t': round(self.t, 6), 'end': round(self.end, 6), 'text': self.text,
+                'help_detected': self.help_detected, 'help_phrase': self.help_phrase,
+                'help_score': _num(self.help_score), 'language': self.language,
+                'confidence': _num(self.confidence), 'detector': self.detector,
+                'model_id': self.model_id, 'status': self.status}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> 'TranscriptRecord':
+        """Inverse of ``to_json``."""
+        return cls(float(d['t']), float(d['end']), str(d['text']), bool(d['help_detected']),
+                   str(d['help_phrase']), _unnum(d['help_score']), str(d['language']),
+                   _unnum(d['confidence']), str(d['detector']), str(d['model_id']),
+                   str(d.get('status', 'ok')))
 
 
 @dataclasses.dataclass

@@ -203,6 +203,35 @@ def _table(header: List[str], rows: List[List[str]]) -> List[str]:
     return lines
 
 
+_MAX_TRANSCRIPT_ROWS = 200
+
+
+def transcript_section(out: Path) -> List[str]:
+    """'Utterances heard' of report.md: every decoded utterance and its help flag."""
+    path = out / 'transcripts.jsonl'
+    if not path.exists():
+        return []
+    rows = list(read_jsonl(path))
+    lines = ['## Utterances heard (calls for help)', '']
+    if not rows:
+        return lines + ['No utterance was decoded (no voice, or no audio topic).', '']
+    helps = sum(1 for r in rows if r['help_detected'])
+    failed = sum(1 for r in rows if r.get('status', 'ok') != 'ok')
+    lines += [f"{len(rows)} utterances decoded by `{rows[0]['detector']}` "
+              f"({rows[0]['model_id']}); {helps} heard as a call for help"
+              + (f'; {failed} not decoded (watchdog/error)' if failed else '') + '.', '']
+    table = [[_fmt(r['t'], 2), _fmt(r['end'], 2),
+              ('**yes** (' + r['help_phrase'] + ')') if r['help_detected'] else 'no',
+              _fmt(r['help_score'], 2), r['language'] or '-',
+              (r['text'] or '-').replace('|', '/')[:80], r.get('status', 'ok')]
+             for r in rows[:_MAX_TRANSCRIPT_ROWS]]
+    lines += _table(['start (s)', 'end (s)', 'call for help', 'score', 'lang', 'text',
+                     'status'], table)
+    if len(rows) > _MAX_TRANSCRIPT_ROWS:
+        lines += ['', f'... {len(rows) - _MAX_TRANSCRIPT_ROWS} more in `transcripts.jsonl`.']
+    return lines + ['']
+
+
 def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Scorer) -> None:
     """Write report.md and the three plots into ``out``."""
     window = tuple(metrics.get('window_s') or (0.0, 0.0))
@@ -253,6 +282,8 @@ def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Sco
         lines += ['', f'... {len(alert_rows) - _MAX_ALERT_ROWS} more in `alerts.jsonl`.']
     lines += ['', '![timeline](timeline.png)', '']
 
+    lines += transcript_section(out)
+
     lines += ['## Emotions', '',
               f"{emotion.get('samples', 0)} matched (person, frame) samples with category "
               f"labels; mAP {_fmt(emotion.get('mAP'))} over the categories with a positive "
@@ -294,7 +325,7 @@ def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Sco
     if perf.get('input_errors'):
         lines += ['', f"Messages skipped as undecodable: {perf['input_errors']}."]
     records = [name for name in ('alerts.jsonl', 'frames.jsonl', 'audio_cues.jsonl',
-                                 'scores.jsonl') if (out / name).exists()]
+                                 'transcripts.jsonl', 'scores.jsonl') if (out / name).exists()]
     lines += ['', '![latency](latency.png)', '',
               'Files: `metrics.json` (all numbers), '
               + ', '.join(f'`{name}`' for name in records)

@@ -33,7 +33,8 @@ from emotion_ros.evaluation.inputs import (audio_info_format, AudioDecoder,
 from emotion_ros.evaluation.labels import Labels, load_labels
 from emotion_ros.evaluation.records import (ALERTS_FILE, AlertRecord, CUES_FILE, CueRecord,
                                             FRAMES_FILE, FrameRecord, JsonlWriter,
-                                            SCORES_FILE, ScoreRecord)
+                                            SCORES_FILE, ScoreRecord, TRANSCRIPTS_FILE,
+                                            TranscriptRecord)
 from emotion_ros.evaluation.scoring import EvalConfig, Scorer, summarize, to_json_safe
 
 log = logging.getLogger('emotion_ros.evaluation')
@@ -393,7 +394,8 @@ class EvaluationRun:
         pipeline.load()
         stats.load_s = time.perf_counter() - t0
         writers = {name: JsonlWriter(out / name)
-                   for name in (FRAMES_FILE, CUES_FILE, ALERTS_FILE, SCORES_FILE)}
+                   for name in (FRAMES_FILE, CUES_FILE, ALERTS_FILE, SCORES_FILE,
+                                TRANSCRIPTS_FILE)}
         # Camera geometry next to the image topic (make-bag --camera-info / --depth, or a
         # recorded camera): persons get positions, as in the perception node.
         namespace = image_topic.rsplit('/', 1)[0]
@@ -485,6 +487,7 @@ class EvaluationRun:
                         stats.cue_windows += 1
                         writers[CUES_FILE].write(CueRecord.from_cue(
                             cue, self._relative(cue.stamp, info)))
+                    self._transcripts(pipeline, info, writers[TRANSCRIPTS_FILE])
                     self._alerts(alerts, info, scorer, writers[ALERTS_FILE])
                     if cues or alerts:
                         t = self._relative(stamp, info)
@@ -504,9 +507,23 @@ class EvaluationRun:
             stats.wall_s = time.perf_counter() - wall0
             if bar is not None:
                 bar.close()
+            try:  # the utterance still open at the end of the bag
+                self._transcripts(pipeline, info, writers[TRANSCRIPTS_FILE], flush=True)
+            except Exception as exc:  # noqa: B902 - never lose the other records over it
+                log.warning('transcripts at the end of the bag: %s', exc)
             for writer in writers.values():
                 writer.close()
             pipeline.close()
+
+    def _transcripts(self, pipeline: Any, info: BagInfo, writer: JsonlWriter,
+                     flush: bool = False) -> None:
+        """Record the utterances the audio extractor decoded (one line per utterance)."""
+        audio = getattr(pipeline, 'audio', None)
+        if audio is None or not hasattr(audio, 'pop_transcripts'):
+            return
+        for tr in (audio.flush() if flush else audio.pop_transcripts()):
+            writer.write(TranscriptRecord.from_transcript(
+                tr, self._relative(tr.start, info), self._relative(tr.end, info)))
 
     def _alerts(self, alerts: Sequence[Any], info: BagInfo, scorer: Scorer,
                 writer: JsonlWriter) -> None:
