@@ -184,3 +184,40 @@ def test_llava_bundle_is_refused_by_the_audio_visual_backend(tmp_path):
     bundle = write_random_bundle(base, str(tmp_path / 'llava_bundle'))
     with pytest.raises(BundleMismatchError, match='llava bundle'):
         AudioVisualBackend(AudioVisualOptions(bundle_path=bundle, device='cpu')).load()
+
+
+def test_mixed_emotic_and_av_run_trains_resumes_and_exports(parts, tmp_path):
+    """One run mixes EMOTIC images (no audio) with AV clips; a rerun resumes (finished: no-op),
+    export writes an equivalent bundle and refuses to replace it without --overwrite."""
+    from training.__main__ import main
+    from training.synthetic import make_synthetic
+    from training.synthetic_av import make_synthetic_av
+    av, emotic = str(tmp_path / 'av'), str(tmp_path / 'emotic')
+    make_synthetic_av(av, {'train': 12, 'val': 6}, seed=1)
+    make_synthetic(emotic, 12, 6, 2, seed=0)
+    run = str(tmp_path / 'run')
+    argv = ['train', '--model-kind', 'audio_visual', '--prompt-id', 'av_emotions_v1',
+            '--base-model', parts['base'], '--audio-encoder', parts['encoder'],
+            '--data-root', f'{av},emotic:{emotic}', '--label-set', 'mer2023',
+            '--output-dir', run, '--view', 'crop', '--lora-r', '4', '--lora-alpha', '8',
+            '--head-hidden', '32', '--num-epochs', '1', '--per-device-train-batch-size', '8',
+            '--no-gradient-checkpointing', '--num-workers', '0', '--no-progress']
+    assert main(argv) == 0
+    report = json.loads((tmp_path / 'run' / 'data_report.json').read_text())
+    assert report['train']['datasets']['av_jsonl'] == 12
+    assert report['train']['datasets']['emotic'] >= 12
+    assert report['train']['modalities']['audio'] == 12
+    assert main(argv) == 0  # the finished run is found and left as it is
+    out = str(tmp_path / 'exported')
+    assert main(['export', run, out]) == 0
+    assert main(['export', run, out]) == 2  # no silent replacement
+    from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
+    it = parts['items'][0]
+    inputs = [mm.AVInputs(image=it['image'], audio=it['audio']), mm.AVInputs(image=it['image'])]
+    scores = []
+    for path in (os.path.join(run, 'bundle'), out):
+        be = AudioVisualBackend(AudioVisualOptions(bundle_path=path, device='cpu'))
+        be.load()
+        scores.append(be.score_inputs(inputs)['scores'])
+        be.close()
+    assert np.allclose(scores[0], scores[1], atol=1e-6)
