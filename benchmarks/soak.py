@@ -263,13 +263,24 @@ def plot(path: Path, result: dict) -> None:
     import matplotlib.pyplot as plt
     samples = result['samples']
     t = np.array([s['t'] for s in samples]) / 60.0
-    fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(10, 13), sharex=True)
+    warmup = result['config']['warmup_min']
     for node in NODES:
-        axes[0].plot(t, [s['rss_mb'].get(node) or np.nan for s in samples], label=node)
-    axes[0].axvline(result['config']['warmup_min'], color='grey', ls='--', lw=0.8)
+        rss = np.array([s['rss_mb'].get(node) or np.nan for s in samples], float)
+        axes[0].plot(t, rss, label=node)
+        after = rss[t >= warmup]
+        base = after[np.isfinite(after)][:1]
+        if base.size:
+            axes[1].plot(t, 100 * (rss / base[0] - 1), label=node)
+    for ax in axes[:2]:
+        ax.axvline(warmup, color='grey', ls='--', lw=0.8)
+        ax.legend(fontsize=8)
     axes[0].set_ylabel('RSS (MB)')
-    axes[0].legend(fontsize=8)
-    axes[0].set_title(f'soak: {result["elapsed_min"]:.0f} min on {result["machine"]["host"]}')
+    axes[1].set_ylabel('RSS vs first sample\nafter warm-up (%)')
+    axes[1].axhline(5, color='red', ls=':', lw=0.8)
+    axes[0].set_title(f'soak: {result["elapsed_min"]:.0f} min on {result["machine"]["host"]} '
+                      f'({result["machine"]["cpus"]} CPUs), nodes at {result["commit"]}')
+    axes = axes[1:]
     for key, label in (('estimate_hz', 'estimates/s'), ('cue_hz', 'audio cues/s'),
                        ('fps_sent', 'camera FPS sent'), ('alert_per_min', 'alerts/min')):
         axes[1].plot(t, [s[key] for s in samples], label=label)
@@ -302,9 +313,15 @@ def main(argv=None) -> int:
                         help='minutes averaged at each end for the growth')
     parser.add_argument('--out', default=str(ROOT / 'build' / 'soak'), help='output folder')
     parser.add_argument('--src', default=str(ROOT), help='checkout to run the nodes from')
+    parser.add_argument('--replot', metavar='SOAK_JSON',
+                        help='only draw the plot of an earlier run (next to its JSON)')
     parser.add_argument('--namespace', default='/soak',
                         help='namespace of the graph (keeps tests on the same domain apart)')
     args = parser.parse_args(argv)
+    if args.replot:
+        path = Path(args.replot)
+        plot(path.with_suffix('.png'), json.loads(path.read_text()))
+        return 0
     for var in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', 'ROS_LOG_DIR'):
         if var not in os.environ:
             sys.exit(f'{var} is not set: source tools/env.sh first')
