@@ -11,7 +11,10 @@ present (a missing modality contributes **no tokens**, not zeros):
   ``video_tokens`` tokens;
 * ``Voice: <audio>``: a frozen speech encoder of the HuBERT / wav2vec2 /
   WavLM family (transformers) on a 16 kHz window, pooled over time to
-  ``audio_tokens`` tokens and projected by the audio projector;
+  ``audio_tokens`` tokens, a learned temporal position added, projected by
+  the audio projector (the position goes in before the non-linear projector:
+  attention sums tokens, so only position-dependent features keep a rising
+  voice apart from a falling one);
 * ``Words: "..."``: the transcript of what was said, as text.
 
 :func:`encode_av` turns a prompt (plus, in training, its answer) into token
