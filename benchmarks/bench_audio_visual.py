@@ -175,7 +175,9 @@ def large_part(repeats: int, size: str, device: str) -> Dict[str, Any]:
     backend.attach(model, processor, {'prompt_id': 'av_emotions_v1', 'chat_template':
                                       'llava-1.5', 'view': 'crop', 'label_set': 'merr'})
     results: Dict[str, Any] = {
-        'model': f'{size} LLaVA + HuBERT-large-sized encoder (random init, {dtype})',
+        'model': (f'LLaVA-1.5-7B-sized LLM + HuBERT-large-sized encoder (random init, {dtype})'
+                  if size == 'llava-1.5-7b' else
+                  f'small stand-ins of the large layout (random init, {dtype})'),
         'device': device, 'init_s': init_s,
         'parameters_b': sum(p.numel() for p in model.parameters()) / 1e9}
     if cuda:
