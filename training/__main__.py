@@ -21,11 +21,12 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     'make-synthetic-av': ('training.synthetic_av', 'add_arguments', 'run',
                           'write the synthetic audio-visual task (label needs image AND tone)'),
     'make-tiny': ('training.tiny', 'add_make_tiny_arguments', 'run_make_tiny',
-                  'write a tiny random LLaVA (offline demos and tests)'),
+                  'write a tiny random LLaVA or speech encoder (offline demos and tests)'),
     'train': ('training.train', 'add_train_arguments', 'run_train',
-              'fine-tune LLaVA + LoRA + score head; checkpoints, metrics, bundle'),
+              'fine-tune LLaVA + LoRA + score head (or the audio_visual model); bundle'),
     'evaluate': ('training.evaluate', 'add_evaluate_arguments', 'run_evaluate',
-                 'mAP, per-category AP, VAD MAE, thresholds; report with plots'),
+                 'mAP, AP, VAD MAE, thresholds; audio_visual: accuracy, weighted F1, UAR, '
+                 'WAR per modality ablation; report with plots'),
     'export': ('training.train', 'add_export_arguments', 'run_export',
                'write a bundle from a run, or merge the adapter of a bundle'),
 }

@@ -186,10 +186,16 @@ def add_make_tiny_arguments(parser: Any) -> None:
     parser.add_argument('--image-size', type=int, default=32, help='vision input size (px)')
     parser.add_argument('--patch-size', type=int, default=8, help='vision patch size (px)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing model')
+    parser.add_argument('--audio-encoder', choices=AUDIO_ENCODER_TYPES,
+                        help='write a tiny speech encoder of this family instead of a LLaVA '
+                             '(for --audio-encoder of the audio_visual model)')
 
 
 def run_make_tiny(args: Any) -> int:
     """Run ``make-tiny`` from parsed arguments."""
+    if getattr(args, 'audio_encoder', None):
+        print(save_tiny_audio_encoder(args.out, args.audio_encoder, args.seed, args.overwrite))
+        return 0
     path = save_tiny_llava(args.out, seed=args.seed, overwrite=args.overwrite,
                            image_size=args.image_size, patch_size=args.patch_size)
     print(path)
