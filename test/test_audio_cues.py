@@ -131,21 +131,25 @@ def test_yin_pitch_of_harmonic_tones_and_no_pitch_in_noise(f0):
 
 
 def test_call_for_help_is_reported_once_when_its_utterance_closes(extractor):
-    """'Somebody help me' after 2 s of silence is one utterance; its help flag is reported
-    by exactly one window, the first ending after the utterance closed (VAD hangover), and
-    not by the silent windows before it."""
-    speech = set_rms_dbfs(speak('Somebody help me', 'en-gb'), -20.0)
+    """'Help! Somebody help me!' after 2 s of silence: each utterance heard as a call for help
+    is reported by exactly one window, the first ending after the utterance closed (VAD
+    hangover), with its phrase; the silent windows before it report nothing."""
+    speech = set_rms_dbfs(speak('Help! Somebody help me!', 'en', 140), -20.0)
     audio = np.concatenate([silence(2.0), speech, silence(3.0)])
     results = run(extractor, audio)
     transcripts = extractor.pop_transcripts()
     assert [round(r.stamp - 100.0, 3) for r in results[:3]] == [1.5, 2.0, 2.5]
-    assert len(transcripts) == 1 and transcripts[0].help_detected, transcripts
-    heard = transcripts[0]
-    assert abs(heard.start - 102.0) < 0.1 and heard.end - 100.0 <= 2.0 + speech.size / RATE
+    helps = [t for t in transcripts if t.help_detected]
+    assert helps, transcripts
+    assert abs(transcripts[0].start - 102.0) < 0.1
+    assert all(2.0 <= t.start - 100.0 < t.end - 100.0 <= 2.0 + speech.size / RATE + 0.05
+               for t in transcripts)
     helped = [r for r in results if r.help_detected]
-    assert len(helped) == 1 and helped[0].keywords == [heard.help_phrase]
-    hangover = extractor.cfg.utterance_hangover_s
-    assert heard.end + hangover <= helped[0].stamp <= heard.end + hangover + 0.55
+    assert len(helped) == len(helps)
+    hangover, hop = extractor.cfg.utterance_hangover_s, extractor.cfg.hop_s
+    for t, r in zip(helps, helped):
+        assert t.end + hangover <= r.stamp <= t.end + hangover + hop + 0.07, (t, r.stamp)
+        assert r.keywords == [t.help_phrase]
     before = [r for r in results if r.stamp - 100.0 <= 2.0]
     assert before and not any(r.voice_active or r.help_detected for r in before)
 
@@ -165,7 +169,7 @@ def test_other_speech_noise_and_silence_are_not_a_call_for_help(extractor, tmp_p
 
 def test_results_do_not_depend_on_chunking(extractor, tmp_path):
     """Pushing a recording in one call or in random small chunks gives identical results."""
-    speech = set_rms_dbfs(speak('Somebody help me', 'en-gb'), -20.0)
+    speech = set_rms_dbfs(speak('Help! Somebody help me!', 'en', 140), -20.0)
     audio = np.concatenate([silence(0.7), speech, 0.05 * harmonic_tone(300, 1.0, 1.0),
                             silence(2.0)])
     whole = run(extractor, audio)

@@ -228,7 +228,8 @@ def test_whisper_phrase_matching_per_language():
     assert find_phrase('¡Ayuda, por favor!', 'es', phrases['es']) == 'ayuda'
     assert find_phrase('Hilfe! Ich stecke fest.', 'de', phrases['de']) == 'ich stecke fest'
     assert find_phrase('Au secours !', 'fr', phrases['fr']) == 'au secours'
-    assert find_phrase('だれか助けてください', 'ja', phrases['ja']) == '助けて'
+    assert find_phrase('だれか助けてください', 'ja', phrases['ja']) == '助けてください'
+    assert find_phrase('助けて！', 'ja', phrases['ja']) == '助けて'
     with pytest.raises(Exception, match='whisper_help_phrases'):
         parse_whisper_phrases(['help'], ['en'])
     with pytest.raises(Exception, match='no phrase for language'):

@@ -6,11 +6,11 @@ each phrase with a phone loop (the filler/garbage model) and reports the
 phrase when the ratio exceeds the phrase's threshold.
 
 Each utterance is decoded on its own (:class:`KeyphraseDetector.decode`):
-the cepstral mean is set back to the model's initial value and the noise
-statistics are reset before it (pocketsphinx otherwise carries a running
-mean from one utterance to the next), the audio goes in fixed 100 ms blocks
-counted from the utterance's first sample, and the utterance is closed after
-it. The answer is therefore a function of the utterance's audio only.
+its cepstral mean is estimated from the utterance alone (feature-only passes
+starting from the model's initial mean; pocketsphinx otherwise carries a
+running mean from one utterance to the next), the audio goes in fixed 100 ms
+blocks counted from the utterance's first sample, and the utterance is closed
+after it. The answer is therefore a function of the utterance's audio only.
 
 Confidence comes from several searches at increasingly strict thresholds
 ("levels"): a phrase only the lenient search reports is weak, one the strict
@@ -41,6 +41,8 @@ BLOCK = 1600
 REFERENCE_PHONES = 4
 #: Two hits overlap when the shared part covers this fraction of the phrase hit.
 OVERLAP = 0.5
+#: Feature-only passes over an utterance that estimate its own cepstral mean.
+CMN_PASSES = 3
 
 
 def normalize_keyword(text: str) -> str:
@@ -178,14 +180,34 @@ class KeyphraseDetector(HelpDetector):
         pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32768.0),
                       -32768, 32767).astype(np.int16)
         blocks = [pcm[i:i + BLOCK].tobytes() for i in range(0, pcm.size, BLOCK)]
-        return (self._run(self._decoders, blocks), self._run(self._near_decoders, blocks))
+        cmn = self._utterance_cmn(blocks)
+        return (self._run(self._decoders, blocks, cmn),
+                self._run(self._near_decoders, blocks, cmn))
 
-    def _run(self, decoders: List[Any], blocks: List[bytes]) -> List[Tuple[str, int, int, int]]:
+    def _utterance_cmn(self, blocks: List[bytes]) -> str:
+        """The cepstral mean of this utterance alone (history-free normalisation).
+
+        Starting from the model's initial mean, pocketsphinx's live mean is
+        updated over the utterance (features only, no search) ``CMN_PASSES``
+        times, so it converges on the utterance's own channel and voice.
+        """
+        decoder = self._decoders[0]
+        decoder.set_cmn(self._cmn0)
+        for _ in range(CMN_PASSES):
+            decoder.start_utt()
+            for block in blocks:
+                decoder.process_raw(block, True, False)
+            decoder.end_utt()
+            decoder.set_cmn(decoder.get_cmn(True))
+        return decoder.get_cmn()
+
+    def _run(self, decoders: List[Any], blocks: List[bytes],
+             cmn: str) -> List[Tuple[str, int, int, int]]:
         hits = []
         for level, decoder in enumerate(decoders):
-            # Fresh normalisation: the cepstral mean and noise statistics start
-            # from the model's initial values for every utterance.
-            decoder.set_cmn(self._cmn0)
+            # Fresh normalisation: every utterance starts from its own cepstral mean,
+            # never from what earlier utterances left behind.
+            decoder.set_cmn(cmn)
             decoder.start_utt()
             for block in blocks:
                 decoder.process_raw(block, False, False)
