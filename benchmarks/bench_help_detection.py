@@ -276,7 +276,7 @@ def main(argv=None) -> int:
         for t in levels:
             tot: Dict[str, List[int]] = {'call': [0, 0], 'near': [0, 0], 'calm': [0, 0]}
             for places, ts in runs:
-                sw = [dataclasses.replace(x, help_detected=x.help_score >= t - 1e-6)
+                sw = [dataclasses.replace(x, help_detected=x.help_score >= t - 1e-3)
                       for x in ts]
                 sc = score(places, sw)
                 for k in tot:
