@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from emotion_ros.fusion import DistressFusion, FusionConfig
 from emotion_ros.image_codec import crop, encode_jpeg
 from emotion_ros.localization import CameraModel, LocalizationConfig, locate
 from emotion_ros.tracking import PersonTracker, TrackerConfig
-from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate
+from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate, Transcript
 
 STAGES = ('decode', 'detect', 'track', 'emotion')
 
@@ -264,6 +264,8 @@ class OfflinePipeline:
         self.fusion = DistressFusion(robot.fusion)
         self._limiter = RateLimiter(robot.perception.max_rate_hz)
         self.frames_skipped = 0
+        # Utterances decoded since the driver last took them (the bag evaluation records them).
+        self.transcripts: List[Any] = []
 
     def load(self) -> None:
         """Load all models."""
@@ -299,6 +301,16 @@ class OfflinePipeline:
                                        stamp + len(samples) / float(sample_rate))
         cues = self.audio.push(samples, sample_rate, stamp)
         alerts: List[Alert] = []
+        # As on the robot: audio_node publishes an utterance's transcript before the cue
+        # windows of the same chunk, and distress_node folds both in.
+        for heard in self.audio.pop_transcripts():
+            self.transcripts.append(heard)
+            if heard.status == 'ok':
+                alerts.extend(self.fusion.update_transcript(Transcript(
+                    stamp=heard.start, end=heard.end, frame_id='', text=heard.text,
+                    help_detected=heard.help_detected, help_phrase=heard.help_phrase,
+                    help_score=heard.help_score, language=heard.language,
+                    confidence=heard.confidence, detector=heard.detector)))
         for cue in cues:
             alerts.extend(self.fusion.update_audio(cue))
         return cues, alerts

@@ -32,7 +32,8 @@ from emotion_ros.bags import AUDIO_FRAME_TYPE, BagReader, COMPRESSED_IMAGE_TYPE
 from emotion_ros.errors import EmotionRosError, InputError
 from emotion_ros.evaluation.labels import load_labels
 from emotion_ros.evaluation.records import (ALERTS_FILE, AlertRecord, CUES_FILE, CueRecord,
-                                            FRAMES_FILE, FrameRecord, JsonlWriter)
+                                            FRAMES_FILE, FrameRecord, JsonlWriter,
+                                            TRANSCRIPTS_FILE, TranscriptRecord)
 from emotion_ros.evaluation.runner import (_write_json, choose_topics, finish_report,
                                            prepare_output_dir, PROGRESS_FILE, RUN_FILE,
                                            RunOptions)
@@ -116,13 +117,14 @@ class _Recorder:
     """Subscribes to the graph's outputs and keeps them with their monotonic receipt time."""
 
     def __init__(self, node: Any) -> None:
-        from emotion_ros_msgs.msg import AudioCues, DistressAlert, PersonEmotionArray
+        from emotion_ros_msgs.msg import AudioCues, DistressAlert, PersonEmotionArray, Transcript
 
         from emotion_ros.ros.node_utils import reliability_qos
         qos = reliability_qos('reliable', depth=200)
         self.persons: List[Tuple[Any, float]] = []
         self.cues: List[Tuple[Any, float]] = []
         self.alerts: List[Tuple[Any, float]] = []
+        self.transcripts: List[Tuple[Any, float]] = []
         self.last = time.monotonic()
         self._lock = threading.Lock()
         self.subs = [
@@ -132,6 +134,8 @@ class _Recorder:
                                      lambda m: self._keep(self.cues, m), qos),
             node.create_subscription(DistressAlert, 'distress_alerts',
                                      lambda m: self._keep(self.alerts, m), qos),
+            node.create_subscription(Transcript, 'transcripts',
+                                     lambda m: self._keep(self.transcripts, m), qos),
         ]
 
     def _keep(self, store: List[Tuple[Any, float]], msg: Any) -> None:
@@ -313,7 +317,8 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
     # Header stamps of the bag are seconds of ROS time; labels are relative.
     base = info.start_s
     scorer = Scorer(parsed, eval_config)
-    writers = {name: JsonlWriter(out / name) for name in (FRAMES_FILE, CUES_FILE, ALERTS_FILE)}
+    writers = {name: JsonlWriter(out / name)
+               for name in (FRAMES_FILE, CUES_FILE, ALERTS_FILE, TRANSCRIPTS_FILE)}
     wall_of = _PublishClock(published)
     frame_latency, alert_latency = [], []
     try:
@@ -331,6 +336,12 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
         for msg, _ in recorder.cues:
             cue = conversions.msg_to_cues(msg)
             writers[CUES_FILE].write(CueRecord.from_cue(cue, cue.stamp - base))
+        for msg, _ in recorder.transcripts:
+            writers[TRANSCRIPTS_FILE].write(TranscriptRecord(
+                conversions.stamp_to_sec(msg.header.stamp) - base,
+                conversions.stamp_to_sec(msg.end) - base, msg.text, bool(msg.help_detected),
+                msg.help_phrase, float(msg.help_score), msg.language, float(msg.confidence),
+                msg.detector, msg.model_id, 'ok'))
         for msg, received in recorder.alerts:
             alert = _alert_from_msg(msg)
             record = AlertRecord.from_alert(alert, alert.stamp - base)

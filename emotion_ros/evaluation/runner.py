@@ -521,7 +521,9 @@ class EvaluationRun:
         audio = getattr(pipeline, 'audio', None)
         if audio is None or not hasattr(audio, 'pop_transcripts'):
             return
-        for tr in (audio.flush() if flush else audio.pop_transcripts()):
+        heard, pipeline.transcripts = list(getattr(pipeline, 'transcripts', [])), []
+        heard += audio.flush() if flush else audio.pop_transcripts()
+        for tr in heard:
             writer.write(TranscriptRecord.from_transcript(
                 tr, self._relative(tr.start, info), self._relative(tr.end, info)))
 
