@@ -4,6 +4,8 @@ The stalled detector is the documented test hook EMOTION_ROS_TEST_STALL_DETECTOR
 the node's first detector blocks forever from its (N+1)-th decode on.
 """
 
+import time
+
 import numpy as np
 
 from conftest import wait_until
@@ -20,14 +22,23 @@ def _diag(arrays, name='emotion_ros: audio_node'):
     return {}, None
 
 
-def _publish_stream(node_spin, pub, audio, t0, frame_id='mic_test'):
-    """Publish ``audio`` as 100 ms AudioFrames stamped from ``t0`` (spinning between)."""
+def _publish_stream(node_spin, pub, audio, t0, frame_id='mic_test', speed=2.0):
+    """Publish ``audio`` as 100 ms AudioFrames stamped from ``t0``, at ``speed`` x real time.
+
+    Paced like a microphone (a little faster): a burst of hundreds of frames would overrun
+    the reliable keep-last queues on a loaded machine, and lost frames are not what the
+    tests are about.
+    """
     chunk = RATE // 10
-    for i in range(0, audio.size, chunk):
+    start = time.monotonic()
+    for n, i in enumerate(range(0, audio.size, chunk)):
         header = conversions.make_header(t0 + i / RATE, frame_id)
         pub.publish(conversions.samples_to_audio_frame(audio[i:i + chunk], RATE, 'S16LE',
                                                        header))
+        due = start + (n + 1) * chunk / RATE / speed
         node_spin(0.005)
+        while time.monotonic() < due:
+            node_spin(max(0.001, min(0.02, due - time.monotonic())))
 
 
 def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node, ros_node):
