@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import List
 
@@ -48,3 +49,24 @@ def espeak_wav(path: Path, text: str, rate_hz: int = 16000, silence_s: float = 1
     mono = np.concatenate([mono, np.zeros(int(silence_s * rate_hz), np.float32)])
     write_wav(path, mono, rate_hz)
     return path
+
+
+def publish_audio(node_spin, pub, audio, t0, frame_id='mic_test', speed=2.0, rate=16000):
+    """Publish ``audio`` as 100 ms AudioFrames stamped from ``t0``, at ``speed`` x real time.
+
+    Paced like a microphone (a little faster): a burst of hundreds of frames would overrun
+    the reliable keep-last queues on a loaded machine, and lost frames are not what the
+    tests are about.
+    """
+    from emotion_ros.ros import conversions
+
+    chunk = rate // 10
+    start = time.monotonic()
+    for n, i in enumerate(range(0, audio.size, chunk)):
+        header = conversions.make_header(t0 + i / rate, frame_id)
+        pub.publish(conversions.samples_to_audio_frame(audio[i:i + chunk], rate, 'S16LE',
+                                                       header))
+        due = start + (n + 1) * chunk / rate / speed
+        node_spin(0.005)
+        while time.monotonic() < due:
+            node_spin(max(0.001, min(0.02, due - time.monotonic())))

@@ -4,11 +4,10 @@ The stalled detector is the documented test hook EMOTION_ROS_TEST_STALL_DETECTOR
 the node's first detector blocks forever from its (N+1)-th decode on.
 """
 
-import time
-
 import numpy as np
 
 from conftest import wait_until
+from rosgraph import publish_audio
 from emotion_ros.audio.synth import build_stream, RATE, set_rms_dbfs, speak
 from emotion_ros.ros import conversions
 
@@ -20,25 +19,6 @@ def _diag(arrays, name='emotion_ros: audio_node'):
             if status.name == name:
                 return {kv.key: kv.value for kv in status.values}, status
     return {}, None
-
-
-def _publish_stream(node_spin, pub, audio, t0, frame_id='mic_test', speed=2.0):
-    """Publish ``audio`` as 100 ms AudioFrames stamped from ``t0``, at ``speed`` x real time.
-
-    Paced like a microphone (a little faster): a burst of hundreds of frames would overrun
-    the reliable keep-last queues on a loaded machine, and lost frames are not what the
-    tests are about.
-    """
-    chunk = RATE // 10
-    start = time.monotonic()
-    for n, i in enumerate(range(0, audio.size, chunk)):
-        header = conversions.make_header(t0 + i / RATE, frame_id)
-        pub.publish(conversions.samples_to_audio_frame(audio[i:i + chunk], RATE, 'S16LE',
-                                                       header))
-        due = start + (n + 1) * chunk / RATE / speed
-        node_spin(0.005)
-        while time.monotonic() < due:
-            node_spin(max(0.001, min(0.02, due - time.monotonic())))
 
 
 def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node, ros_node):
@@ -63,7 +43,7 @@ def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node,
     clip = set_rms_dbfs(speak('Somebody help me', 'en-gb'), -20.0)
     audio, places = build_stream([(clip, 'call', 'x')] * 4, [1.5, 1.5, 1.5, 1.5])
     t0 = 1000.0
-    _publish_stream(ros_node.spin, pub, audio, t0)
+    publish_audio(ros_node.spin, pub, audio, t0)
 
     levels = []
 
@@ -106,9 +86,9 @@ def test_stream_gaps_and_jumps_are_counted(start_node, ros_node):
     assert wait_until(lambda: pub.get_subscription_count() > 0, 60, ros_node.spin), \
         node.output()[-3000:]
     audio = np.zeros(RATE * 2, np.float32)
-    _publish_stream(ros_node.spin, pub, audio, 50.0)       # 50 .. 52
-    _publish_stream(ros_node.spin, pub, audio, 54.0)       # gap of 2 s
-    _publish_stream(ros_node.spin, pub, audio, 10.0)       # jump back
+    publish_audio(ros_node.spin, pub, audio, 50.0)       # 50 .. 52
+    publish_audio(ros_node.spin, pub, audio, 54.0)       # gap of 2 s
+    publish_audio(ros_node.spin, pub, audio, 10.0)       # jump back
 
     def counted():
         values, _ = _diag(diags)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import wait_until
-from emotion_ros.audio.synth import build_stream, RATE, set_rms_dbfs, speak
+from rosgraph import publish_audio
+from emotion_ros.audio.synth import build_stream, set_rms_dbfs, speak
 from emotion_ros.errors import ConfigError, ModelLoadError
 
 SPECIAL = ['<|endoftext|>', '<|startoftranscript|>', '<|en|>', '<|es|>', '<|de|>',
@@ -93,11 +94,7 @@ def test_whisper_backend_through_a_real_audio_node(model_dir, start_node, ros_no
     calm = set_rms_dbfs(speak('The weather is nice today', 'en+f3'), -20.0)
     audio, places = build_stream([(clip, 'call', 'a'), (calm, 'calm', 'b')], [1.2, 1.5])
     t0 = 500.0
-    for i in range(0, audio.size, RATE // 10):
-        header = conversions.make_header(t0 + i / RATE, 'mic_whisper')
-        pub.publish(conversions.samples_to_audio_frame(audio[i:i + RATE // 10], RATE,
-                                                       'S16LE', header))
-        ros_node.spin(0.005)
+    publish_audio(ros_node.spin, pub, audio, t0, 'mic_whisper')
     assert wait_until(lambda: len(transcripts) >= 2, 120, ros_node.spin), \
         node.output()[-3000:]
     starts = [conversions.stamp_to_sec(t.header.stamp) - t0 for t in transcripts]
