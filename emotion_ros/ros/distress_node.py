@@ -73,9 +73,12 @@ class DistressNode(Node):
                 MarkerArray, 'incident_markers', qos('reliable', 'transient_local', 1))
         self.create_subscription(PersonEmotionArray, 'persons', self._on_persons,
                                  reliability_qos('reliable', depth=10))
-        self.create_subscription(AudioCues, 'audio_cues', self._on_cues,
-                                 reliability_qos('reliable', depth=20))
+        # Transcripts before cues: audio_node publishes an utterance's transcript before the
+        # cue window that carries its help flag, and when both wait, the executor takes them
+        # in creation order; so the alert comes from the transcript, as in the bag evaluation.
         self.create_subscription(Transcript, 'transcripts', self._on_transcript,
+                                 reliability_qos('reliable', depth=20))
+        self.create_subscription(AudioCues, 'audio_cues', self._on_cues,
                                  reliability_qos('reliable', depth=20))
         self.create_service(ListIncidents, 'list_incidents', self._on_list)
         for action in COMMANDS:
