@@ -70,8 +70,10 @@ class AudioNode(Node):
         self._transcript_pub = self.create_publisher(
             Transcript, 'transcripts', reliability_qos('reliable', depth=20))
         msg_type = self._input_type()
+        # Depth 200 (20 s of 100 ms frames): audio keeps coming in while the executor is
+        # busy, e.g. while the watchdog rebuilds a stalled detector on a loaded CPU.
         self.create_subscription(msg_type, 'audio', self._on_audio,
-                                 reliability_qos('reliable', depth=50))
+                                 reliability_qos('reliable', depth=200))
         self.create_timer(0.05, self._process, callback_group=MutuallyExclusiveCallbackGroup())
         self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)

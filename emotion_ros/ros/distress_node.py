@@ -71,8 +71,9 @@ class DistressNode(Node):
         if cfg.publish_markers:
             self._marker_pub = self.create_publisher(
                 MarkerArray, 'incident_markers', qos('reliable', 'transient_local', 1))
+        # Depth 50: several cameras at 5 Hz, and the burst that follows a stall of this node.
         self.create_subscription(PersonEmotionArray, 'persons', self._on_persons,
-                                 reliability_qos('reliable', depth=10))
+                                 reliability_qos('reliable', depth=50))
         # Transcripts before cues: audio_node publishes an utterance's transcript before the
         # cue window that carries its help flag, and when both wait, the executor takes them
         # in creation order; so the alert comes from the transcript, as in the bag evaluation.
