@@ -78,6 +78,14 @@ def inline(cls: Type[Any], description: str = '') -> Any:
                              metadata={'description': description, 'inline': True})
 
 
+#: Parameters that were removed, by (config class, key): why, and what to use instead.
+REMOVED_PARAMETERS = {
+    ('AudioNodeConfig', 'scream_threshold'):
+        ' (removed from audio_node, where nothing read it: the scream cue is judged by '
+        "distress_node's scream_threshold)",
+}
+
+
 def from_mapping(cls: Type[T], values: Mapping[str, Any], prefix: str = '') -> T:
     """Build a frozen config dataclass from a flat mapping and validate it.
 
@@ -96,6 +104,7 @@ def from_mapping(cls: Type[T], values: Mapping[str, Any], prefix: str = '') -> T
         if key.startswith(full) and key not in known:
             close = sorted(k for k in known if k.split('.')[-1] == key.split('.')[-1])
             hint = f'; did you mean {close}?' if close else ''
+            hint += REMOVED_PARAMETERS.get((cls.__name__, key[len(full):]), '')
             raise ConfigError(f'{key}: unknown parameter{hint}')
     return _build(cls, values, prefix)
 

@@ -108,6 +108,19 @@ def test_unknown_keyword_word_fails_at_load_naming_it():
         ex.load()
 
 
+def test_removed_audio_node_scream_threshold_is_refused_naming_the_fusion_one():
+    """audio_node's unused scream_threshold is gone: an old YAML key is refused, pointing at
+    distress_node's scream_threshold, which the fusion does read."""
+    from emotion_ros.fusion import FusionConfig
+    from emotion_ros.node_config import AudioNodeConfig, DistressNodeConfig
+    from emotion_ros.config import flatten
+    with pytest.raises(ConfigError, match="distress_node's scream_threshold"):
+        from_mapping(AudioNodeConfig, {'scream_threshold': 0.5})
+    assert 'scream_threshold' in flatten(DistressNodeConfig)
+    assert from_mapping(DistressNodeConfig, {'scream_threshold': 0.7}) is not None
+    assert FusionConfig(scream_threshold=0.7).scream_threshold == 0.7
+
+
 def test_push_before_load_is_a_clear_error():
     """push() before load() raises ModelLoadError instead of failing deep inside a model."""
     ex = AudioCueExtractor(AudioCueConfig(vad_backend='energy', keyword_spotting=False))

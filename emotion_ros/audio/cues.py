@@ -133,8 +133,6 @@ class AudioCueConfig:
                                      min=0.01, max=1.0)
     silence_dbfs: float = field(-60.0, 'Frames quieter than this (dBFS) are silence',
                                 min=-120.0, max=0.0)
-    scream_threshold: float = field(0.5, 'scream_score at or above which consumers treat the '
-                                    'window as a scream or cry', min=0.0, max=1.0)
     scream_loudness_dbfs: float = field(-25.0, 'Loudness (dBFS) at which the scream loudness '
                                         'term is 0.5', min=-80.0, max=0.0)
     scream_pitch_hz: float = field(400.0, 'Pitch (Hz) at which the scream pitch term is 0.5',
