@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -37,28 +36,11 @@ from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+from timing import ms_stats, timings  # noqa: E402
 
 CONDITIONS = ('view', 'view+audio', 'everything', 'audio_only')
-
-
-def _timings(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-             sync: Callable[[], None] = lambda: None) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def _ms(values: List[float]) -> Dict[str, float]:
-    ordered = sorted(values)
-    return {'median_ms': 1000 * statistics.median(ordered),
-            'p90_ms': 1000 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
 def _inputs(condition: str, n: int, view_px: int) -> List[Any]:
@@ -88,12 +70,12 @@ def _measure(backend: Any, repeats: int, view_px: int, sync: Callable[[], None]
     for condition in CONDITIONS:
         for n in (1, 8):
             inputs = _inputs(condition, n, view_px)
-            times = _timings(lambda: backend.score_inputs(inputs), repeats, sync=sync)
-            entry = _ms(times)
+            times = timings(lambda: backend.score_inputs(inputs), repeats, sync=sync)
+            entry = ms_stats(times)
             entry['per_person_ms'] = entry['median_ms'] / n
             results[f'{condition}/{n}'] = entry
     one = _inputs('everything', 1, view_px)[0]
-    results['explain_32_tokens'] = _ms(_timings(
+    results['explain_32_tokens'] = ms_stats(timings(
         lambda: backend.explain_inputs(one, 32), max(2, repeats // 4), sync=sync))
     return results
 

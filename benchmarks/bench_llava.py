@@ -37,30 +37,13 @@ from typing import Any, Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
+
+from timing import ms_stats, timings  # noqa: E402
 
 # A typical EMOTIC answer (three emotions + VAD words): what generation must produce.
 ANSWER_CATEGORIES = ('Engagement', 'Excitement', 'Happiness')
 ANSWER_VAD = (7.0, 6.0, 7.0)
-
-
-def _timings(fn: Callable[[], Any], repeats: int, warmup: int = 2,
-             sync: Callable[[], None] = lambda: None) -> List[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def _ms(values: List[float]) -> Dict[str, float]:
-    ordered = sorted(values)
-    return {'median_ms': 1000 * statistics.median(ordered),
-            'p90_ms': 1000 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]}
 
 
 def _frame_and_boxes(n: int):
@@ -88,22 +71,22 @@ def _score_vs_generate(backend: Any, repeats: int, sync: Callable[[], None]) -> 
     for batch in (1, 8):
         image, boxes = _frame_and_boxes(batch)
         views = backend.render_views(image, boxes)
-        score = _timings(lambda: backend.estimate(image, boxes), repeats, sync=sync)
-        gen = _timings(lambda: backend.generate(views, backend.prompt_id, n_answer,
-                                                min_new_tokens=n_answer),
-                       max(3, repeats // 4), sync=sync)
+        score = timings(lambda: backend.estimate(image, boxes), repeats, warmup=2, sync=sync)
+        gen = timings(lambda: backend.generate(views, backend.prompt_id, n_answer,
+                                               min_new_tokens=n_answer),
+                      max(3, repeats // 4), warmup=2, sync=sync)
         results[f'batch{batch}'] = {
-            'score': _ms(score),
+            'score': ms_stats(score),
             'score_per_person_ms': 1000 * statistics.median(score) / batch,
-            'generate_answer': _ms(gen),
+            'generate_answer': ms_stats(gen),
             'ratio_score_to_generate': statistics.median(score) / statistics.median(gen),
         }
     image, boxes = _frame_and_boxes(1)
     views = backend.render_views(image, boxes)
-    explain = _timings(lambda: backend.generate(views, backend.options.explain_prompt_id, 32,
-                                                use_adapter=False, min_new_tokens=32),
-                       max(3, repeats // 4), sync=sync)
-    results['explain_32_tokens'] = _ms(explain)
+    explain = timings(lambda: backend.generate(views, backend.options.explain_prompt_id, 32,
+                                               use_adapter=False, min_new_tokens=32),
+                      max(3, repeats // 4), warmup=2, sync=sync)
+    results['explain_32_tokens'] = ms_stats(explain)
     return results
 
 
@@ -229,10 +212,10 @@ def large_part(repeats: int, size: str, device: str, train_steps: int,
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = _timings(step, train_steps, warmup=2, sync=sync)
+    times = timings(step, train_steps, warmup=2, sync=sync)
     results['lora_training'] = {
         'batch': train_batch, 'sequence_tokens': int(batch['input_ids'].shape[1]),
-        'step': _ms(times), 'samples_per_s': train_batch / statistics.median(times),
+        'step': ms_stats(times), 'samples_per_s': train_batch / statistics.median(times),
         'trainable_parameters_m': sum(p.numel() for p in emotion.parameters()
                                       if p.requires_grad) / 1e6}
     if cuda:

@@ -135,6 +135,17 @@ def save_tiny_llava(path: str, seed: int = 0, overwrite: bool = False, **sizes: 
     return path
 
 
+def _randomize_lora_b(model: Any, seed: int) -> None:
+    """Give the LoRA B matrices random values: peft starts them at zero, which would make
+    a random adapter a no-op."""
+    import torch
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if 'lora_B' in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
 def write_random_bundle(base_model: str, out: str, seed: int = 0, prompt_id: str = '',
                         view: str = 'crop', lora_r: int = 8, head_hidden: int = 64,
                         overwrite: bool = False) -> str:
@@ -146,7 +157,6 @@ def write_random_bundle(base_model: str, out: str, seed: int = 0, prompt_id: str
     Returns:
         The bundle folder.
     """
-    import torch
     from emotion_ros.llm.bundle import save_bundle
     from emotion_ros.llm.contract import DEFAULT_PROMPT_ID
     from training.config import config_from_mapping
@@ -156,11 +166,7 @@ def write_random_bundle(base_model: str, out: str, seed: int = 0, prompt_id: str
                                'gradient_checkpointing': False, 'view': view,
                                'prompt_id': prompt_id or DEFAULT_PROMPT_ID, 'seed': seed})
     model, processor = build_model(cfg)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if 'lora_B' in name:  # peft starts B at zero: the adapter would be a no-op
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    _randomize_lora_b(model, seed)
     info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
                        metrics={'note': 'random weights'}, thresholds={})
     save_bundle(out, info, lambda folder: write_bundle_files(model, processor, folder, info),
@@ -260,7 +266,6 @@ def write_random_av_bundle(base_model: str, audio_encoder: str, out: str, seed: 
     Returns:
         The bundle folder.
     """
-    import torch
     from emotion_ros.llm.bundle import save_bundle
     from training.av_model import av_bundle_info, build_av_model, write_av_bundle_files
     from training.config import config_from_mapping
@@ -271,11 +276,7 @@ def write_random_av_bundle(base_model: str, audio_encoder: str, out: str, seed: 
                                'prompt_id': 'av_emotions_v1', 'label_set': label_set,
                                'seed': seed})
     model, processor = build_av_model(cfg)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if 'lora_B' in name:  # peft starts B at zero: the adapter would be a no-op
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    _randomize_lora_b(model, seed)
     info = av_bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
                           metrics={'note': 'random weights'}, thresholds={})
     save_bundle(out, info, lambda folder: write_av_bundle_files(model, processor, folder, info),
