@@ -15,14 +15,18 @@ microphone (16 kHz) and the latest transcript, and decides whose voice it is
   words alone, which the backend scores as an audio-only estimate (a person
   heard under rubble but not seen).
 
-Audio or words older than ``max_age_s`` are not used. Pure Python/numpy: no
-ROS, no torch.
+Audio or words older than ``max_age_s`` are not used. Training gives the model
+a clip's voice together with its frame; live, the microphone's audio reaching
+a frame's stamp can arrive a little after the frame (another topic, another
+callback), so the node waits for it, briefly, with :meth:`wait_for_audio`.
+Pure Python/numpy: no ROS, no torch.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -96,9 +100,11 @@ class PersonAVContext:
         self._audio = np.zeros(0, np.float32)
         self._audio_end = -1e18
         self._transcript: Tuple[float, str] = (-1e18, '')
+        self._heard_at = -1e18  # time.monotonic() of the latest feed_audio
         # Audio arrives on another thread than the frames: a short lock of its own, never
-        # the pipeline's (held during inference).
+        # the pipeline's (held during inference); the condition wakes wait_for_audio.
         self._lock = threading.Lock()
+        self._audio_arrived = threading.Condition(self._lock)
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -117,6 +123,29 @@ class PersonAVContext:
                 self._audio = np.zeros(0, np.float32)  # a gap: do not splice old audio on
             self._audio = np.concatenate([self._audio, x])[-keep:]
             self._audio_end = float(end_stamp)
+            self._heard_at = time.monotonic()
+            self._audio_arrived.notify_all()
+
+    def audio_live(self) -> bool:
+        """True when audio was fed within ``max_age_s`` of wall time (a live microphone)."""
+        with self._lock:
+            return time.monotonic() - self._heard_at <= self.max_age_s
+
+    def wait_for_audio(self, stamp: float, timeout_s: float) -> bool:
+        """Wait until the audio heard reaches ``stamp`` (a frame's), at most ``timeout_s``.
+
+        Only while a microphone is live (audio fed within ``max_age_s`` of wall
+        time): with none, it returns at once. True when the audio reaches the
+        stamp (within 1 ms), False otherwise.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._audio_arrived:
+            while self._audio_end < stamp - 1e-3:
+                now = time.monotonic()
+                if now >= deadline or now - self._heard_at > self.max_age_s:
+                    return False
+                self._audio_arrived.wait(deadline - now)
+            return True
 
     def feed_transcript(self, text: str, stamp: float) -> None:
         """Set the latest transcript (what was said, ending at ``stamp``)."""
@@ -169,6 +198,8 @@ class PersonAVContext:
     def reset(self) -> None:
         """Forget everything (cleanup)."""
         self._crops.clear()
-        self._audio = np.zeros(0, np.float32)
-        self._audio_end = -1e18
-        self._transcript = (-1e18, '')
+        with self._lock:
+            self._audio = np.zeros(0, np.float32)
+            self._audio_end = -1e18
+            self._heard_at = -1e18
+            self._transcript = (-1e18, '')

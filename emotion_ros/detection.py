@@ -13,6 +13,10 @@ Detectors (``detector.type``):
 - ``hog``: OpenCV's HOG + linear SVM people detector (built into OpenCV 4.x):
   finds upright, whole, reasonably large people; slow and weak, kept as a
   face-independent baseline.
+- ``frame``: no detection: the whole image is one person. For images that are
+  already person crops (a camera that follows one person, a stream of crops
+  from another detector, a dataset of person images such as the audio-visual
+  training clips, which the node then scores exactly as training did).
 - ``auto``: YOLO when its weights load, else ``face`` (the reason is logged
   and kept in :attr:`AutoDetector.fallback_reason`; the node shows it as a
   WARN in /diagnostics for as long as the fallback runs). Only when the user
@@ -43,7 +47,7 @@ from emotion_ros.types import Box, Detection
 
 _LOG = logging.getLogger(__name__)
 
-DETECTOR_TYPES = ('auto', 'yolo', 'face', 'hog')
+DETECTOR_TYPES = ('auto', 'yolo', 'face', 'hog', 'frame')
 DEFAULT_YOLO_WEIGHTS = 'yolo11n.pt'
 #: What the face-anchored detector cannot see (said wherever the auto fallback is reported).
 FALLBACK_BLIND_SPOT = ('people whose face is hidden (back turned, masked, face down, too far '
@@ -56,7 +60,8 @@ class DetectorConfig:
 
     type: str = field('auto', 'Person detector: auto (YOLO when its weights load, else face; '
                       'no fallback when device is cuda or yolo_weights is not the default), '
-                      'yolo, face (face-anchored, offline), hog (OpenCV people detector)',
+                      'yolo, face (face-anchored, offline), hog (OpenCV people detector), '
+                      'frame (the whole image is one person: images that are person crops)',
                       choices=DETECTOR_TYPES)
     yolo_weights: str = field(DEFAULT_YOLO_WEIGHTS, 'YOLO weights: a file path or an '
                               'ultralytics model name (downloaded by ultralytics unless '
@@ -712,6 +717,46 @@ class AutoDetector(PersonDetector):
             self._inner = None
 
 
+class WholeFrameDetector(PersonDetector):
+    """``frame``: every image is one person filling it (images that are person crops)."""
+
+    name = 'frame:whole-image'
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        """Keep the config; there is no model."""
+        super().__init__(cfg)
+        self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        """True between ``load()`` and ``close()``."""
+        return self._loaded
+
+    def load(self) -> None:
+        """Nothing to load."""
+        self._loaded = True
+
+    def close(self) -> None:
+        """Nothing to free."""
+        self._loaded = False
+
+    def _detect(self, rgb: np.ndarray) -> List[Detection]:
+        height, width = rgb.shape[:2]
+        return [Detection(box=(0.0, 0.0, float(width), float(height)), score=1.0)]
+
+    def detect(self, rgb: np.ndarray) -> List[Detection]:
+        """The box of the whole image (exact: no downscaling round trip).
+
+        Raises:
+            InputError: for an image that is not H x W x 3 uint8 or is empty.
+            RuntimeError: when called before ``load()``.
+        """
+        check_rgb(rgb)
+        if not self.loaded:
+            raise RuntimeError('WholeFrameDetector.detect() called before load()')
+        return self._detect(rgb)
+
+
 def create_detector(cfg: DetectorConfig) -> PersonDetector:
     """Build (not load) the detector ``cfg.type`` names.
 
@@ -719,7 +764,7 @@ def create_detector(cfg: DetectorConfig) -> PersonDetector:
         ConfigError: for an unknown type.
     """
     factories = {'auto': AutoDetector, 'yolo': YoloDetector, 'face': FaceAnchoredDetector,
-                 'hog': HogDetector}
+                 'hog': HogDetector, 'frame': WholeFrameDetector}
     if cfg.type not in factories:
         raise ConfigError(f'detector.type: unknown detector {cfg.type!r}; known: '
                           f'{list(factories)}')

@@ -27,18 +27,29 @@ class EmotionOutput:
 
     ``scores`` holds the 26 category scores in contract order, each in [0, 1];
     ``vad`` holds valence, arousal, dominance on 1-10 (NaN when unknown).
+    ``class_names``/``class_scores``: a discrete head's classes and their
+    probabilities (audio_visual bundles with a label set), else empty.
     """
 
     scores: np.ndarray
     vad: Tuple[float, float, float]
     face_visible: bool = True
     explanation: str = ''
+    class_names: Tuple[str, ...] = ()
+    class_scores: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         self.scores = np.asarray(self.scores, dtype=np.float32)
         if self.scores.shape != (NUM_CATEGORIES,):
             raise ValueError(f'expected {NUM_CATEGORIES} category scores, '
                              f'got shape {self.scores.shape}')
+        self.class_names = tuple(self.class_names)
+        if self.class_scores is not None or self.class_names:
+            self.class_scores = np.asarray(
+                self.class_scores if self.class_scores is not None else (), np.float32)
+            if self.class_scores.shape != (len(self.class_names),):
+                raise ValueError(f'{len(self.class_names)} class names but class scores of '
+                                 f'shape {self.class_scores.shape}')
 
     @classmethod
     def unknown(cls) -> 'EmotionOutput':

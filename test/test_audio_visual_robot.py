@@ -196,3 +196,54 @@ def test_bag_evaluation_pipeline_feeds_audio_to_the_audio_visual_backend(av_pipe
                for a, b in zip(before.persons, after.persons)]
     assert sum(changed) == 1  # only the nearest person hears it
     offline.audio.close()
+
+
+def test_discrete_classes_travel_in_person_emotion():
+    """class_names/class_scores survive PersonEmotion both ways; a length mismatch is named;
+    backends without a discrete head leave them empty."""
+    from emotion_ros.ros import conversions
+    from emotion_ros.types import EmotionOutput, PersonEstimate
+    rng = np.random.default_rng(3)
+    for n in range(0, 9):
+        probs = rng.dirichlet(np.ones(n)).astype(np.float32) if n else None
+        names = tuple(f'class{i}' for i in range(n))
+        emotion = EmotionOutput(scores=rng.uniform(0, 1, 26), vad=(5.0, 5.0, 5.0),
+                                class_names=names, class_scores=probs)
+        person = PersonEstimate(track_id=1, box=(0, 0, 4, 4), detection_confidence=1.0,
+                                emotion=emotion, model_id='m')
+        msg = conversions.person_to_msg(person, conversions.make_header(1.0, 'cam'))
+        assert tuple(msg.class_names) == names and len(msg.class_scores) == n
+        back = conversions.msg_to_person(msg).emotion
+        assert back.class_names == names
+        if n:
+            assert np.allclose(back.class_scores, probs)
+    msg.class_scores = [0.5]
+    with pytest.raises(InputError, match='class names'):
+        conversions.msg_to_person(msg)
+    with pytest.raises(ValueError, match='class names'):
+        EmotionOutput(scores=np.zeros(26), vad=(5.0, 5.0, 5.0), class_names=('a', 'b'),
+                      class_scores=[1.0])
+
+
+def test_scoring_waits_briefly_for_the_audio_of_a_frame():
+    """wait_for_audio: true once audio reaching the stamp is fed (from another thread); false
+    after the timeout while it does not come; no wait at all without a live microphone."""
+    import threading
+    import time
+    from emotion_ros.av_context import PersonAVContext
+    ctx = PersonAVContext(audio_window_s=4.0, max_age_s=3.0)
+    begun = time.monotonic()
+    assert not ctx.wait_for_audio(5.0, 30.0)  # no microphone: returns at once
+    assert time.monotonic() - begun < 30.0 and not ctx.audio_live()
+    chunk = np.zeros(1600, np.float32)
+    for delay in (0.0, 0.05, 0.2):
+        for k in range(5):
+            ctx.feed_audio(chunk, end_stamp=10.0 * delay + 0.1 * (k + 1))
+        assert ctx.audio_live()
+        late = threading.Timer(delay, ctx.feed_audio, (chunk, 10.0 * delay + 0.6))
+        late.start()
+        assert ctx.wait_for_audio(10.0 * delay + 0.6, 60.0), delay
+        late.join()
+    begun = time.monotonic()
+    assert not ctx.wait_for_audio(100.0, 0.3)  # live, but audio reaching 100 s never comes
+    assert time.monotonic() - begun >= 0.3

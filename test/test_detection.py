@@ -265,3 +265,20 @@ def test_detection_import_is_light():
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_whole_frame_detector_gives_the_whole_image():
+    """detector.type frame: one box covering each image exactly, at any size; bad input named."""
+    from emotion_ros.detection import WholeFrameDetector
+    det = create_detector(DetectorConfig(type='frame'))
+    assert isinstance(det, WholeFrameDetector)
+    with pytest.raises(RuntimeError, match='before load'):
+        det.detect(np.zeros((8, 8, 3), np.uint8))
+    det.load()
+    for height, width in ((64, 64), (480, 640), (1080, 1920), (7, 3000)):
+        dets = det.detect(np.zeros((height, width, 3), np.uint8))
+        assert [(d.box, d.score) for d in dets] == [((0.0, 0.0, width, height), 1.0)]
+    with pytest.raises(InputError):
+        det.detect(np.zeros((480, 640), np.uint8))
+    det.close()
+    assert not det.loaded

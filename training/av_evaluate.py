@@ -16,7 +16,12 @@ condition:
 and reports, per condition, accuracy and weighted F1 (MER2023), UAR and WAR
 (DFEW) of the discrete head, mAP of the 26 category scores, and a confusion
 matrix (``confusion_<condition>.png``). A clip left with no modality under a
-condition is not scored there (counted as ``skipped``).
+condition is not scored there (counted as ``skipped``). ``predictions.npz``
+keeps every clip's outputs: ``clip_ids``, ``truth`` (class index, -1 when
+unlabelled) and, per condition, ``<condition>.rows`` (the clips scored),
+``<condition>.scores`` (26 categories), ``<condition>.vad`` and
+``<condition>.discrete`` (class probabilities), so per-clip predictions can be
+compared with another run (the perception node's, in the tests).
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ def evaluate_av(args: Any) -> Dict[str, Any]:
                           int(cfg.get('video_frames', 8)),
                           bool((manifest.get('extra') or {}).get('use_transcript', True)))
     collected: Dict[str, Dict[str, List[Any]]] = {
-        c: {'rows': [], 'scores': [], 'discrete': []} for c in conditions}
+        c: {'rows': [], 'scores': [], 'vad': [], 'discrete': []} for c in conditions}
     labels = np.zeros((len(records), 26), np.float32)
     truth = np.full(len(records), -1, np.int64)
     step = args.batch_size
@@ -95,6 +100,7 @@ def evaluate_av(args: Any) -> Dict[str, Any]:
                                            for k in rows])
             collected[cond]['rows'].extend(start + k for k in rows)
             collected[cond]['scores'].append(result['scores'])
+            collected[cond]['vad'].append(result['vad'])
             if 'discrete' in result:
                 collected[cond]['discrete'].append(result['discrete'])
         bar.update(len(chunk))
@@ -111,6 +117,15 @@ def evaluate_av(args: Any) -> Dict[str, Any]:
     }
     backend.close()
     os.makedirs(out_dir, exist_ok=True)
+    arrays: Dict[str, np.ndarray] = {'clip_ids': np.asarray([r.clip_id for r in records]),
+                                     'truth': truth}
+    for cond in conditions:
+        data = collected[cond]
+        arrays[f'{cond}.rows'] = np.asarray(data['rows'], np.int64)
+        for key in ('scores', 'vad', 'discrete'):
+            if data[key]:
+                arrays[f'{cond}.{key}'] = np.concatenate(data[key])
+    np.savez_compressed(os.path.join(out_dir, 'predictions.npz'), **arrays)
     for cond in conditions:
         data = collected[cond]
         rows = np.asarray(data['rows'], np.int64)

@@ -64,6 +64,11 @@ class AudioVisualOptions:
                                      'not given to the model', positive=True)
     crop_px: int = field(112, 'Buffered person crops are shrunk to at most this side', min=16,
                          max=1024)
+    audio_sync_s: float = field(
+        0.25, 'perception_node: before scoring a frame, wait at most this long for the '
+        "microphone's audio to reach the frame's stamp (training pairs a frame with the voice "
+        'up to it; audio frames can arrive after the image). Only while audio arrives; 0: '
+        'score with the audio heard so far', min=0.0, max=2.0)
 
 
 class AudioVisualBackend(EmotionBackend):
@@ -296,11 +301,22 @@ class AudioVisualBackend(EmotionBackend):
                                max_age_s=self.options.context_max_age_s,
                                policy=self.options.voice_attribution)
 
+    def _output(self, result: Dict[str, np.ndarray], i: int,
+                face_visible: bool = True) -> EmotionOutput:
+        """Person ``i`` of a :meth:`score_inputs` result, with the discrete head's classes."""
+        classes: Tuple[str, ...] = ()
+        probs = None
+        if 'discrete' in result and self.label_set:
+            from emotion_ros.llm.labels import label_set as classes_of
+            classes, probs = classes_of(self.label_set), result['discrete'][i]
+        return EmotionOutput(scores=result['scores'][i],
+                             vad=tuple(float(v) for v in result['vad'][i]),
+                             face_visible=face_visible, class_names=classes,
+                             class_scores=probs)
+
     def estimate_audio_only(self, inputs: Any) -> EmotionOutput:
         """Score a voice (and words) with nobody visible: an audio-only estimate."""
-        result = self.score_inputs([inputs])
-        return EmotionOutput(scores=result['scores'][0],
-                             vad=tuple(float(v) for v in result['vad'][0]), face_visible=False)
+        return self._output(self.score_inputs([inputs]), 0, face_visible=False)
 
     def set_context(self, per_person: Sequence[Any]) -> None:
         """Give the next :meth:`estimate` call each box's crops / audio / transcript.
@@ -334,9 +350,7 @@ class AudioVisualBackend(EmotionBackend):
                 audio=extra.audio if opts.use_audio else None,
                 transcript=extra.transcript if opts.use_transcript else None))
         result = self.score_inputs(inputs)
-        return [EmotionOutput(scores=result['scores'][i],
-                              vad=tuple(float(v) for v in result['vad'][i]))
-                for i in range(len(inputs))]
+        return [self._output(result, i) for i in range(len(inputs))]
 
     def explain_inputs(self, inputs: Any, max_new_tokens: int = 0) -> str:
         """Generate an explanation for one person's inputs (same embedding path as scoring)."""

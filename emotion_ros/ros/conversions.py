@@ -76,6 +76,9 @@ def person_to_msg(person: PersonEstimate, header: Header) -> PersonEmotion:
     msg.detection_confidence = float(person.detection_confidence)
     msg.category_names = list(CATEGORIES)
     msg.category_scores = [float(v) for v in emotion.scores]
+    if emotion.class_names:
+        msg.class_names = list(emotion.class_names)
+        msg.class_scores = [float(v) for v in emotion.class_scores]
     msg.valence, msg.arousal, msg.dominance = (float(v) for v in emotion.vad)
     msg.face_visible = bool(emotion.face_visible)
     msg.explanation = emotion.explanation
@@ -109,8 +112,14 @@ def msg_to_person(msg: PersonEmotion) -> PersonEstimate:
     for name, score in zip(names, scores):
         if name in index and math.isfinite(score):
             vector[index[name]] = min(max(score, 0.0), 1.0)
+    classes, probs = list(msg.class_names), list(msg.class_scores)
+    if len(classes) != len(probs):
+        raise InputError(f'PersonEmotion track {msg.track_id}: {len(classes)} class names '
+                         f'but {len(probs)} class scores', kind='person_msg')
     emotion = EmotionOutput(scores=vector, vad=(msg.valence, msg.arousal, msg.dominance),
-                            face_visible=msg.face_visible, explanation=msg.explanation)
+                            face_visible=msg.face_visible, explanation=msg.explanation,
+                            class_names=tuple(classes),
+                            class_scores=np.asarray(probs, np.float32) if classes else None)
     weight = float(msg.evidence_weight)
     return PersonEstimate(track_id=msg.track_id,
                           box=(msg.x_min, msg.y_min, msg.x_max, msg.y_max),

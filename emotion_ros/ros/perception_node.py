@@ -75,6 +75,7 @@ class PerceptionNode(LifecycleNode):
         self._stage_ms = {}
         self._lost = 0
         self._lost_reported = 0
+        self._audio_late = 0  # audio_visual: frames scored before their audio arrived
         self._sub = None
         self._pub = None
         self._explain = None
@@ -288,6 +289,10 @@ class PerceptionNode(LifecycleNode):
             return
         decode_ms = (time.perf_counter() - t0) * 1e3
         stamp = conversions.stamp_to_sec(msg.header.stamp)
+        context = self.pipeline.av_context
+        sync_s = self.config.pipeline.emotion.audio_visual.audio_sync_s
+        if context is not None and sync_s > 0 and not context.wait_for_audio(stamp, sync_s):
+            self._audio_late += int(context.audio_live())
         try:
             camera = getattr(self, '_camera', None)
             result = self.pipeline.process(
@@ -355,6 +360,7 @@ class PerceptionNode(LifecycleNode):
         values = {'state': self._state, 'frames_received': self._received,
                   'frames_processed': self._processed, 'frames_skipped': self._skipped,
                   'frames_lost_in_transport': self._lost,
+                  'frames_scored_before_their_audio': self._audio_late,
                   'input_rate_hz': self._in_rate.rate, 'output_rate_hz': self._out_rate.rate,
                   'model': self.pipeline.model_id if self.pipeline else 'not loaded'}
         values.update({f'stage_ms.{k}': v for k, v in self._stage_ms.items()})
