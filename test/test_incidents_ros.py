@@ -385,15 +385,24 @@ def test_run_time_parameters_take_effect_or_are_refused(start_node, ros_node):
     drv.wait_connected(node)
     [result] = set_parameters(drv, 'distress_node', min_detection_confidence=0.95)
     assert result.successful, result.reason
-    for k in range(15):
-        drv.frame(7000.0 + 0.2 * k, [estimate(1, 0.95)])  # detection confidence 0.9
-    drv.wait_frames(15)
+    # Frames go out every 0.2 s of message time until the node has counted 15 of them (on a
+    # loaded machine the first ones can be lost before both sides of the topic match).
+    stamps = iter(7000.0 + 0.2 * k for k in range(1000))
+    stamp = 0.0
+
+    def send_until(done):
+        nonlocal stamp
+        stamp = next(stamps)
+        drv.frame(stamp, [estimate(1, 0.95)])  # detection confidence 0.9
+        return done()
+    assert wait_until(lambda: send_until(
+        lambda: int(drv.status().get('person_frames_total', 0)) >= 15), 60, drv.spin)
+    drv.spin(0.5)
     assert drv.open_incidents() == [] and drv.alerts == []
     [result] = set_parameters(drv, 'distress_node', min_detection_confidence=0.3)
     assert result.successful, result.reason
-    for k in range(15):
-        drv.frame(7003.0 + 0.2 * k, [estimate(1, 0.95)])
-    assert drv.settle(lambda: drv.alerts and drv.open_incidents())
+    assert wait_until(lambda: send_until(lambda: drv.alerts and drv.open_incidents()), 60,
+                      drv.spin)
     [refused] = set_parameters(drv, 'distress_node', incidents_depth=50)
     assert not refused.successful and 'read-only' in refused.reason.lower()
 
