@@ -133,11 +133,13 @@ def test_perception_node_reproduces_the_validation_per_clip(trained, val_eval, s
     classes = label_set(manifest['label_set'])
     # The synthetic clips are person images (the figure fills the frame, training's box is the
     # whole image): detector.type frame gives the node that box. Everything else is robot.yaml
-    # (thumbnails off and 20 frames/s only to save time).
+    # (thumbnails off and 20 frames/s only to save time; the longest audio wait because a loaded
+    # CI machine can run the audio callbacks late: the wait ends as soon as the audio is in).
     proc = start_node('perception_node', *params(
         'autostart:=true', 'emotion.backend:=audio_visual', 'detector.type:=frame',
         f'emotion.audio_visual.bundle_path:={trained["bundle"]}',
-        'emotion.audio_visual.device:=cpu', 'thumbnails:=false', 'max_rate_hz:=20.0'))
+        'emotion.audio_visual.device:=cpu', 'thumbnails:=false', 'max_rate_hz:=20.0',
+        'emotion.audio_visual.audio_sync_s:=2.0'))
     node = ros_node('av_val_driver')
     results = {}
 
