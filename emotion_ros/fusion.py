@@ -99,6 +99,12 @@ class FusionConfig:
     scream_threshold: float = field(
         0.5, 'scream_score of AudioCues at or above which the scream cue counts as evidence '
         '(below it: none).', min=0.0, max=1.0)
+    voice_weight: float = field(
+        0.8, 'Weight of an audio-only estimate (voice_emotions: the audio_visual model scoring '
+        'a voice with nobody visible): its distress evidence, computed as for a visible '
+        'person, times this. It counts once it reaches watch_threshold.', min=0.0, max=1.0)
+    voice_hold_s: float = field(
+        2.0, 'How long (s) an audio-only estimate keeps counting as evidence.', min=0.0)
     audio_attach_s: float = field(
         1.5, 'A person seen within this many seconds counts as visible for audio attribution.',
         min=0.0)
@@ -189,6 +195,9 @@ class _Audio:
     transcript: Optional[Transcript] = None
     frame_id: str = ''
     stamp: float = 0.0
+    voice: float = 0.0             # weighted evidence of the newest audio-only estimate
+    voice_reasons: List[str] = dataclasses.field(default_factory=list)
+    voice_t: float = -math.inf
 
 
 class DistressFusion:
@@ -260,6 +269,9 @@ class DistressFusion:
                     and cues.scream_score >= self.config.scream_threshold):
                 terms.append((self.config.scream_weight * cues.scream_score,
                               f'scream/cry cue {cues.scream_score:.2f}'))
+            if audio.voice > 0 and t - audio.voice_t <= self.config.voice_hold_s:
+                terms.append((audio.voice, 'voice heard, nobody in view (audio-visual model): '
+                              + ', '.join(audio.voice_reasons)))
             if audio.transcript is not None and audio.transcript.text and help_now:
                 terms.append((0.0, f'heard: "{audio.transcript.text[:80]}"'))
             terms.sort(key=lambda x: -x[0])
@@ -352,6 +364,32 @@ class DistressFusion:
         scream = cues.scream_score >= self.config.scream_threshold
         alerts = self._attribute_audio(audio, t, cues.stamp, frame_id,
                                        cues.help_detected or scream)
+        self._housekeeping(t)
+        return alerts
+
+    def update_voice(self, voice: PersonEstimate, stamp: float, frame_id: str = '',
+                     now: Optional[float] = None) -> List[Alert]:
+        """Fold one audio-only estimate in (the audio_visual backend scoring a voice while
+        nobody is visible); return the alerts it raises.
+
+        Its distress evidence is computed like a visible person's, times ``voice_weight``;
+        at ``watch_threshold`` or more it is audio evidence, attributed like a call for
+        help (a person visible elsewhere, a recent incident, else an audio-only incident).
+        """
+        source = f'voice:{voice.camera or frame_id}'
+        t, stepped = self.clock.accept(source, stamp, now)
+        if t is None:
+            return []
+        audio = self._audio.setdefault(source, _Audio())
+        if stepped:
+            self._audio[source] = audio = _Audio()
+        self._now = max(self._now, t)
+        evidence, reasons = self.visual_evidence(voice)
+        audio.voice = self.config.voice_weight * evidence
+        audio.voice_reasons, audio.voice_t = reasons, t
+        audio.frame_id, audio.stamp = frame_id, stamp
+        alerts = self._attribute_audio(audio, t, stamp, frame_id,
+                                       audio.voice >= self.config.watch_threshold)
         self._housekeeping(t)
         return alerts
 
@@ -484,7 +522,8 @@ class DistressFusion:
                 else:
                     target = self._create(t, stamp, frame_id)
         audio.target = target.id
-        target.audio = audio.cues
+        if audio.cues is not None or not audio.voice_reasons:  # a voice source has no cues
+            target.audio = audio.cues
         if audio.transcript is not None:
             target.transcript = audio.transcript
         if held:

@@ -154,9 +154,15 @@ class PerceptionPipeline:
             timings['detect'] = (t1 - t0) * 1e3
             timings['track'] = (t2 - t1) * 1e3
             timings['emotion'] = (t3 - t2) * 1e3
+            voice = None
+            if self.audio_only_estimate is not None and not tracks:
+                voice = PersonEstimate(
+                    track_id=0, box=(0.0, 0.0, 0.0, 0.0), detection_confidence=0.0,
+                    emotion=self.audio_only_estimate, model_id=self.backend.model_id,
+                    camera=camera, evidence_weight=self.backend.visual_evidence_weight)
             result = FrameResult(stamp=stamp, frame_id=frame_id, width=int(rgb.shape[1]),
                                  height=int(rgb.shape[0]), persons=persons, timings_ms=timings,
-                                 camera=camera)
+                                 camera=camera, voice=voice)
             self._last = (rgb, result)
             return result
 
@@ -290,7 +296,10 @@ class OfflinePipeline:
             self.frames_skipped += 1
             return None, []
         result = self.perception.process(rgb, stamp, frame_id, '', camera_model, depth_m)
-        return result, self.fusion.update_frame(result)
+        alerts = self.fusion.update_frame(result)
+        if result.voice is not None:  # as distress_node does with voice_emotions
+            alerts += self.fusion.update_voice(result.voice, result.stamp, frame_id)
+        return result, alerts
 
     def on_audio(self, samples: np.ndarray, sample_rate: int, stamp: float
                  ) -> Tuple[List[AudioCueResult], List[Alert]]:
@@ -305,6 +314,9 @@ class OfflinePipeline:
         # windows of the same chunk, and distress_node folds both in.
         for heard in self.audio.pop_transcripts():
             self.transcripts.append(heard)
+            if heard.status == 'ok' and heard.text:
+                # As perception_node subscribes audio_node's transcripts.
+                self.perception.feed_transcript(heard.text, heard.end)
             if heard.status == 'ok':
                 alerts.extend(self.fusion.update_transcript(Transcript(
                     stamp=heard.start, end=heard.end, frame_id='', text=heard.text,

@@ -124,6 +124,9 @@ class FrameResult:
     persons: List[PersonEstimate]
     timings_ms: Dict[str, float]  # per stage: decode, detect, track, emotion
     camera: str = ''  # camera name (namespace); qualifies the track ids of its persons
+    # audio_visual backend, nobody visible: the voice (and words) scored alone. track_id
+    # 0, an empty box, emotion.face_visible False. None otherwise.
+    voice: Optional[PersonEstimate] = None
 
 
 @dataclasses.dataclass

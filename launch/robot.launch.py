@@ -48,13 +48,22 @@ def perception_nodes(context):
                 ('image_topic_pattern', 'camera_info_topic_pattern', 'depth_topic_pattern')}
     single_camera_topic = LaunchConfiguration('camera_topic').perform(context)
     persons_topic = join_ns(namespace, 'persons') or '/persons'
+    audio_topic = LaunchConfiguration('audio_topic').perform(context)
+    if not audio_topic.startswith('/'):
+        audio_topic = join_ns(namespace, audio_topic) or '/' + audio_topic
     actions = []
     for camera in camera_list(LaunchConfiguration('cameras').perform(context)):
         if camera:
             image = patterns['image_topic_pattern'].format(camera=camera)
         else:
             image = single_camera_topic
-        remappings = [('image', image), ('persons', persons_topic)]
+        # Shared with the other nodes, not per camera: persons to distress_node, and for the
+        # audio_visual backend the microphone, audio_node's transcripts and the audio-only
+        # estimate (voice_emotions) to distress_node.
+        remappings = [('image', image), ('persons', persons_topic), ('audio', audio_topic),
+                      ('transcripts', join_ns(namespace, 'transcripts') or '/transcripts'),
+                      ('voice_emotions',
+                       join_ns(namespace, 'voice_emotions') or '/voice_emotions')]
         if camera:
             remappings += [
                 ('camera_info', patterns['camera_info_topic_pattern'].format(camera=camera)),

@@ -109,6 +109,11 @@ def test_pipeline_gives_the_voice_to_the_nearest_person(av_pipeline):
     estimate = av_pipeline.audio_only_estimate
     assert estimate is not None and not estimate.face_visible
     assert estimate.scores.shape == (26,) and 1.0 <= estimate.vad[0] <= 10.0
+    # The frame result carries it for the fusion (perception_node: voice_emotions).
+    assert alone.voice is not None and alone.voice.emotion is estimate
+    assert alone.voice.track_id == 0 and alone.voice.box == (0.0, 0.0, 0.0, 0.0)
+    assert alone.voice.evidence_weight == av_pipeline.backend.visual_evidence_weight
+    assert heard.voice is None and silent.voice is None  # persons in view: no audio-only
 
 
 def test_perception_node_hears_the_nearest_person_through_topics(
@@ -172,6 +177,23 @@ def test_perception_node_hears_the_nearest_person_through_topics(
         changed = not np.allclose(before[track][0], scores, atol=1e-4)
         assert changed == (track == nearest), (track, nearest)
     assert heard[-1].persons[0].model_id.startswith('audio_visual:')
+    # Nobody in view, a voice heard: the audio-only estimate comes on voice_emotions.
+    voices = []
+    node.create_subscription(PersonEmotionArray, 'voice_emotions', voices.append, 10)
+    empty = np.full((480, 640, 3), 90, np.uint8)
+
+    def nobody_heard():
+        now = time.time()
+        for k in range(3):
+            header = conversions.make_header(now - 0.3 + 0.1 * k, 'mic')
+            audio.publish(conversions.samples_to_audio_frame(tone, 16000, 'S16LE', header))
+        images.publish(conversions.rgb_to_image(empty, conversions.make_header(now, 'cam')))
+        ros_node.spin(0.3)
+        return bool(voices)
+    assert wait_until(nobody_heard, 60, lambda: None), proc.output()[-3000:]
+    [alone] = voices[-1].persons
+    assert not alone.face_visible and alone.track_id == 0 and alone.x_max == 0
+    assert alone.model_id.startswith('audio_visual:') and len(alone.category_scores) == 26
     assert proc.alive()
 
 
@@ -195,6 +217,40 @@ def test_bag_evaluation_pipeline_feeds_audio_to_the_audio_visual_backend(av_pipe
     changed = [not np.allclose(a.emotion.scores, b.emotion.scores, atol=1e-4)
                for a, b in zip(before.persons, after.persons)]
     assert sum(changed) == 1  # only the nearest person hears it
+    offline.audio.close()
+
+
+def test_bag_evaluation_feeds_transcripts_and_fuses_the_audio_only_estimate(av_pipeline):
+    """OfflinePipeline (the bag evaluation) gives the backend every decoded utterance's
+    text, as perception_node does from audio_node's transcripts, and with nobody in view
+    folds the audio-only estimate into the fusion, as distress_node does from
+    voice_emotions."""
+    import dataclasses
+    from emotion_ros.audio.synth import build_stream, set_rms_dbfs, speak
+    from emotion_ros.pipeline import OfflinePipeline
+    from emotion_ros.robot_config import load_robot_config
+    robot = load_robot_config('config/robot.yaml')
+    offline = OfflinePipeline(dataclasses.replace(robot, perception=av_pipeline.config))
+    offline.perception = av_pipeline
+    offline.audio.load()
+    clip = set_rms_dbfs(speak('Help! Somebody help me!', 'en'), -20.0)
+    audio, _ = build_stream([(clip, 'call', 'x')] * 3, [1.0, 1.0, 1.0])
+    t0 = 40.0
+    for i in range(0, audio.size, 1600):
+        offline.on_audio(audio[i:i + 1600], 16000, t0 + i / 16000)
+    offline.audio.flush()
+    heard = [u for u in offline.transcripts if u.status == 'ok' and u.text]
+    assert heard, 'the detector should decode some words of three calls'
+    _t, text = av_pipeline.av_context._transcript
+    assert text == ' '.join(heard[-1].text.split())
+    seen = []
+    original = offline.fusion.update_voice
+    offline.fusion.update_voice = lambda *a, **k: seen.append(a) or original(*a, **k)
+    empty = np.full((480, 640, 3), 90, np.uint8)
+    end = t0 + audio.size / 16000
+    result, _alerts = offline.on_image(empty, end)
+    assert result is not None and not result.persons and result.voice is not None
+    assert seen and seen[0][0] is result.voice and seen[0][1] == end
     offline.audio.close()
 
 

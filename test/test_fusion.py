@@ -477,3 +477,66 @@ def test_a_second_person_next_to_an_incident_is_not_merged(order, period_s):
         people = [near, person(4, fear=0.9)] if order == 'before' else [person(4, fear=0.9), near]
         fusion.update_frame(frame(4 + k * period_s, people))
     assert fusion.get(incident.id).track_names == ['cam_optical/4']
+
+
+def voice(fear, valence=5.0, weight=1.0):
+    """An audio-only estimate (nobody visible): track 0, no box, no face."""
+    return person(0, fear=fear, valence=valence, face=False, box=(0, 0, 0, 0), weight=weight)
+
+
+@pytest.mark.parametrize('fear', [0.0, 0.2, 0.4, 0.55, 0.6, 0.8, 0.95, 1.0])
+@pytest.mark.parametrize('rate_hz', [2.0, 5.0])
+def test_audio_only_estimate_opens_an_audio_only_incident_at_its_evidence(fear, rate_hz):
+    """A frightened voice with nobody in view: evidence = fear x voice_weight; at
+    watch_threshold or more it opens one audio-only incident ('nobody visible', the voice
+    named) that rises to the level of its evidence after min_evidence_s; below, nothing."""
+    cfg = FusionConfig()
+    fusion = DistressFusion(cfg)
+    alerts = []
+    for i in range(int(4 * rate_hz)):
+        alerts += fusion.update_voice(voice(fear), 50.0 + i / rate_hz, 'cam_optical')
+    evidence = cfg.voice_weight * fear
+    if evidence < cfg.watch_threshold:
+        assert alerts == [] and open_incidents(fusion) == []
+        return
+    [incident] = open_incidents(fusion)
+    assert incident.audio_only and {a.incident_id for a in alerts} == {incident.id}
+    expected = (LEVEL_EMERGENCY if evidence >= cfg.emergency_threshold else LEVEL_DISTRESS
+                if evidence >= cfg.distress_threshold else LEVEL_WATCH)
+    assert incident.level == expected
+    assert any('voice heard' in r and 'fear' in r for r in alerts[-1].reasons)
+    assert 'nobody visible' in alerts[-1].reasons
+    assert alerts[-1].track_id == 0 and alerts[-1].person is None
+    if expected > LEVEL_WATCH:  # above WATCH only after min_evidence_s of the voice
+        assert alerts[-1].stamp - alerts[0].stamp >= cfg.min_evidence_s - 1e-6
+
+
+def test_audio_only_estimate_goes_to_a_visible_person_and_expires():
+    """With a person in view (another camera) the voice's evidence joins their incident
+    instead of opening an audio-only one; it stops counting voice_hold_s after the last
+    estimate."""
+    cfg = FusionConfig()
+    fusion = DistressFusion(cfg)
+    alerts = []
+    for i in range(20):
+        t = 10.0 + 0.2 * i
+        alerts += fusion.update_frame(frame(t, [person(1, fear=0.5)], camera='left'))
+        alerts += fusion.update_voice(voice(0.95), t, 'right_optical')
+    [incident] = open_incidents(fusion)
+    assert not incident.audio_only and incident.person.track_id == 1
+    assert incident.level >= LEVEL_DISTRESS  # the calmer face alone would stay lower
+    assert any('voice heard' in r for r in incident.reasons)
+    scores = fusion.scores()
+    # Without new estimates the voice term ends after voice_hold_s.
+    fusion.update_frame(frame(14.0 + cfg.voice_hold_s + 0.5, [person(1, fear=0.5)],
+                              camera='left'))
+    assert fusion.scores()[incident.id] < scores[incident.id]
+
+
+def test_weak_voice_model_weight_limits_the_audio_only_estimate():
+    """The backend's declared evidence weight scales the voice like a face: a model declaring
+    0.55 cannot open an incident above WATCH from a voice alone."""
+    fusion = DistressFusion(FusionConfig())
+    for i in range(20):
+        fusion.update_voice(voice(1.0, weight=LIGHT_WEIGHT), 70.0 + 0.2 * i, 'cam')
+    assert all(i.level <= LEVEL_WATCH for i in open_incidents(fusion))

@@ -425,3 +425,37 @@ def test_incidents_age_when_all_input_stops(start_node, ros_node):
                                   for i in drv.incidents[-1].incidents), 30)
     assert 'no evidence' in next(i for i in drv.incidents[-1].incidents
                                  if i.id == incident.id).resolution
+
+
+def test_audio_only_estimate_on_voice_emotions_opens_an_audio_only_incident(start_node,
+                                                                            ros_node):
+    """voice_emotions (the audio_visual model scoring a voice with nobody in view): a
+    frightened voice opens one audio-only incident naming the voice, a calm one nothing;
+    counted in /diagnostics."""
+    node = message_time_node(start_node)
+    drv = Driver(ros_node)
+    voices = drv.node.create_publisher(PersonEmotionArray, 'voice_emotions', 20)
+    drv.wait_connected(node)
+    assert wait_until(lambda: voices.get_subscription_count() > 0, 60, drv.spin)
+
+    def send(stamp, fear):
+        voice = estimate(0, fear, box=(0, 0, 0, 0))
+        voice.emotion.face_visible = False
+        result = FrameResult(stamp=stamp, frame_id='cam_optical', width=640, height=480,
+                             persons=[], timings_ms={}, voice=voice)
+        voices.publish(conversions.voice_to_msg(result, 1.0))
+        drv.spin(0.01)
+
+    stamps = iter(8000.0 + 0.2 * k for k in range(1000))
+    # A calm voice: nothing, however long it is heard.
+    assert wait_until(lambda: send(next(stamps), 0.0) or
+                      int(drv.status().get('voice_estimates_total', 0)) >= 15, 60, drv.spin)
+    drv.spin(0.5)
+    assert drv.open_incidents() == [] and drv.alerts == []
+    # A frightened voice: one audio-only incident, above WATCH once it lasted.
+    assert wait_until(lambda: send(next(stamps), 0.95) or any(
+        a.level >= LEVEL_DISTRESS for a in drv.alerts), 60, drv.spin), drv.status()
+    [incident] = drv.open_incidents()
+    assert not incident.has_person and 'nobody visible' in incident.reasons
+    assert any('voice heard' in r for r in incident.reasons), incident.reasons
+    assert {a.incident_id for a in drv.alerts} == {incident.id}

@@ -51,6 +51,18 @@ def test_every_launched_executable_is_a_console_script():
     assert {e for _, e in launched} <= set(NODE_CONFIGS)
 
 
+def test_every_camera_shares_the_robot_wide_topics():
+    """Each camera's perception node (in <namespace>/<camera>) is remapped onto the shared
+    topics it exchanges with the other nodes: persons, audio, transcripts, voice_emotions."""
+    tree = ast.parse(LAUNCH.read_text())
+    [function] = [n for n in ast.walk(tree)
+                  if isinstance(n, ast.FunctionDef) and n.name == 'perception_nodes']
+    remapped = {node.elts[0].value for node in ast.walk(function)
+                if isinstance(node, ast.Tuple) and len(node.elts) == 2
+                and isinstance(node.elts[0], ast.Constant)}
+    assert {'image', 'persons', 'audio', 'transcripts', 'voice_emotions'} <= remapped, remapped
+
+
 def test_launch_node_names_match_params_file_sections():
     """Node names in the launch file are the sections of config/robot.yaml, whose keys match
     the node in any namespace ('/**/<node>')."""

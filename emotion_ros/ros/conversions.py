@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from typing import List
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, Incident, PersonEmotion,
@@ -90,11 +92,22 @@ def person_to_msg(person: PersonEstimate, header: Header) -> PersonEmotion:
 
 def frame_to_msg(result: FrameResult, processing_ms: float) -> PersonEmotionArray:
     """FrameResult -> PersonEmotionArray."""
+    return _person_array(result, result.persons, processing_ms)
+
+
+def _person_array(result: FrameResult, persons: List[PersonEstimate],
+                  processing_ms: float) -> PersonEmotionArray:
     header = make_header(result.stamp, result.frame_id)
     return PersonEmotionArray(header=header, camera=result.camera, image_width=result.width,
                               image_height=result.height,
-                              persons=[person_to_msg(p, header) for p in result.persons],
+                              persons=[person_to_msg(p, header) for p in persons],
                               processing_ms=float(processing_ms))
+
+
+def voice_to_msg(result: FrameResult, processing_ms: float) -> PersonEmotionArray:
+    """The audio-only estimate of a frame (``result.voice``) as a one-person array."""
+    return _person_array(result, [result.voice] if result.voice is not None else [],
+                         processing_ms)
 
 
 def msg_to_person(msg: PersonEmotion) -> PersonEstimate:

@@ -81,6 +81,9 @@ class DistressNode(Node):
                                  reliability_qos('reliable', depth=20))
         self.create_subscription(AudioCues, 'audio_cues', self._on_cues,
                                  reliability_qos('reliable', depth=20))
+        # audio_visual perception, nobody visible: the voice scored alone.
+        self.create_subscription(PersonEmotionArray, 'voice_emotions', self._on_voice,
+                                 reliability_qos('reliable', depth=20))
         self.create_service(ListIncidents, 'list_incidents', self._on_list)
         for action in COMMANDS:
             self.create_service(IncidentCommand, f'{action}_incident',
@@ -92,6 +95,7 @@ class DistressNode(Node):
         self._cues_seen = 0
         self._frames = 0
         self._transcripts = 0
+        self._voices = 0
         self._alerts_by_level = {}
         self._latency_ms: List[float] = []  # evidence stamp -> alert published (bounded)
         self._last_model = ''
@@ -145,6 +149,21 @@ class DistressNode(Node):
         with self._lock:
             alerts = self.fusion.update_audio(conversions.msg_to_cues(msg), msg.header.frame_id,
                                               self._now())
+            self._after_update(alerts)
+
+    @boundary('subscription', 'voice_emotions')
+    def _on_voice(self, msg: PersonEmotionArray) -> None:
+        self._voices += 1
+        try:
+            frame = conversions.msg_to_frame(msg)
+        except InputError as exc:
+            self.bad_inputs.report(exc.kind, str(exc))
+            return
+        with self._lock:
+            alerts = []
+            for voice in frame.persons:
+                alerts += self.fusion.update_voice(voice, frame.stamp, frame.frame_id,
+                                                   self._now())
             self._after_update(alerts)
 
     @boundary('subscription', 'transcripts')
@@ -252,6 +271,7 @@ class DistressNode(Node):
                       'person_frames_total': self._frames, 'audio_cues_total': self._cues_seen,
                       'audio_cues_rate_hz': self._cue_rate.rate,
                       'transcripts_total': self._transcripts,
+                      'voice_estimates_total': self._voices,
                       'alerts_total': self.fusion.counters['alerts'],
                       'incidents_open': len(incidents),
                       'incidents_created_total': self.fusion.counters['incidents_created'],

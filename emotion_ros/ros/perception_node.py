@@ -78,6 +78,7 @@ class PerceptionNode(LifecycleNode):
         self._audio_late = 0  # audio_visual: frames scored before their audio arrived
         self._sub = None
         self._pub = None
+        self._voice_pub = None
         self._explain = None
         self._worker_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
@@ -139,6 +140,9 @@ class PerceptionNode(LifecycleNode):
             self._sub = self.create_subscription(msg_type, 'image', self._on_image, qos,
                                                  event_callbacks=events)
             self._pub = self.create_lifecycle_publisher(PersonEmotionArray, 'persons', 10)
+            # audio_visual, nobody visible: the voice scored alone (docs/audio_visual.md).
+            self._voice_pub = self.create_lifecycle_publisher(PersonEmotionArray,
+                                                              'voice_emotions', 10)
             if cfg.publish_debug_image:
                 self._set_debug_publisher(True)
             self._explain = self.create_service(ExplainPerson, 'explain_person',
@@ -211,10 +215,10 @@ class PerceptionNode(LifecycleNode):
         if getattr(self, '_camera', None) is not None:
             self._camera.destroy()
         self._camera = None
-        for pub in (self._pub, self._debug_pub):
+        for pub in (self._pub, self._debug_pub, self._voice_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._pub = self._debug_pub = None
+        self._pub = self._debug_pub = self._voice_pub = None
         if self._explain is not None:
             self.destroy_service(self._explain)
             self._explain = None
@@ -313,6 +317,8 @@ class PerceptionNode(LifecycleNode):
         t_pub = time.perf_counter()
         total_ms = (time.monotonic() - received) * 1e3
         self._pub.publish(conversions.frame_to_msg(result, total_ms))
+        if result.voice is not None:
+            self._voice_pub.publish(conversions.voice_to_msg(result, total_ms))
         debug_pub = self._debug_pub
         if debug_pub is not None:
             annotated = draw_persons(rgb, result.persons)
