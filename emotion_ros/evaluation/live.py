@@ -209,12 +209,12 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
             EmotionRosError when the nodes do not come up.
     """
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from emotion_ros.robot_config import load_robot_config
     from emotion_ros.ros import conversions
     from emotion_ros.ros.bag_player_node import BagPlayer, message_class
+    from emotion_ros.ros.node_utils import NodeExecutor
 
     bag, labels_path, config, out = Path(bag), Path(labels), str(config), Path(out)
     robot = load_robot_config(config)
@@ -260,7 +260,7 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
     published: Dict[str, List[Tuple[float, float]]] = {'image': [], 'audio': []}
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = NodeExecutor(num_threads=2, context=context)
     player = None
     started = time.monotonic()
     try:
