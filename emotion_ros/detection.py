@@ -309,6 +309,8 @@ class PersonDetector(abc.ABC):
 
     #: What actually runs, e.g. 'yolo:yolo11n.pt', 'face:mediapipe-blazeface'.
     name: str = ''
+    #: Images larger than ``cfg.max_side`` are detected on a downscaled copy.
+    downscales: bool = True
 
     def __init__(self, cfg: DetectorConfig) -> None:
         """Keep the config; nothing is loaded yet."""
@@ -341,7 +343,8 @@ class PersonDetector(abc.ABC):
         if not self.loaded:
             raise RuntimeError(f'{type(self).__name__}.detect() called before load()')
         height, width = rgb.shape[:2]
-        scale = min(1.0, self.cfg.max_side / float(max(height, width)))
+        scale = min(1.0, self.cfg.max_side / float(max(height, width))) if self.downscales \
+            else 1.0
         if scale < 1.0:
             import cv2
 
@@ -721,6 +724,7 @@ class WholeFrameDetector(PersonDetector):
     """``frame``: every image is one person filling it (images that are person crops)."""
 
     name = 'frame:whole-image'
+    downscales = False  # the box is the image: exact, no downscaling round trip
 
     def __init__(self, cfg: DetectorConfig) -> None:
         """Keep the config; there is no model."""
@@ -743,18 +747,6 @@ class WholeFrameDetector(PersonDetector):
     def _detect(self, rgb: np.ndarray) -> List[Detection]:
         height, width = rgb.shape[:2]
         return [Detection(box=(0.0, 0.0, float(width), float(height)), score=1.0)]
-
-    def detect(self, rgb: np.ndarray) -> List[Detection]:
-        """The box of the whole image (exact: no downscaling round trip).
-
-        Raises:
-            InputError: for an image that is not H x W x 3 uint8 or is empty.
-            RuntimeError: when called before ``load()``.
-        """
-        check_rgb(rgb)
-        if not self.loaded:
-            raise RuntimeError('WholeFrameDetector.detect() called before load()')
-        return self._detect(rgb)
 
 
 def create_detector(cfg: DetectorConfig) -> PersonDetector:

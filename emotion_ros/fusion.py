@@ -349,13 +349,9 @@ class DistressFusion:
     def update_audio(self, cues: AudioCueResult, frame_id: str = '',
                      now: Optional[float] = None) -> List[Alert]:
         """Fold one window of audio cues (from the source ``frame_id``) in; return alerts."""
-        t, stepped = self.clock.accept(f'audio:{frame_id}', cues.stamp, now)
-        if t is None:
+        t, audio = self._audio_source(f'audio:{frame_id}', frame_id, cues.stamp, now)
+        if audio is None:
             return []
-        audio = self._audio.setdefault(frame_id, _Audio())
-        if stepped:
-            self._audio[frame_id] = audio = _Audio()
-        self._now = max(self._now, t)
         audio.cues, audio.cues_t = cues, t
         audio.frame_id, audio.stamp = frame_id, cues.stamp
         if cues.help_detected:
@@ -377,13 +373,9 @@ class DistressFusion:
         help (a person visible elsewhere, a recent incident, else an audio-only incident).
         """
         source = f'voice:{voice.camera or frame_id}'
-        t, stepped = self.clock.accept(source, stamp, now)
-        if t is None:
+        t, audio = self._audio_source(source, source, stamp, now)
+        if audio is None:
             return []
-        audio = self._audio.setdefault(source, _Audio())
-        if stepped:
-            self._audio[source] = audio = _Audio()
-        self._now = max(self._now, t)
         evidence, reasons = self.visual_evidence(voice)
         audio.voice = self.config.voice_weight * evidence
         audio.voice_reasons, audio.voice_t = reasons, t
@@ -400,11 +392,10 @@ class DistressFusion:
         stamp = transcript.end if math.isfinite(transcript.end) and transcript.end > 0 else \
             transcript.stamp
         # Own clock source: transcripts arrive after decoding, older than the newest cues.
-        t, _ = self.clock.accept(f'transcript:{frame_id}', stamp, now)
-        if t is None:
+        t, audio = self._audio_source(f'transcript:{frame_id}', frame_id, stamp, now,
+                                      reset_on_step=False)
+        if audio is None:
             return []
-        audio = self._audio.setdefault(frame_id, _Audio())
-        self._now = max(self._now, t)
         audio.transcript = transcript
         audio.frame_id, audio.stamp = frame_id, stamp
         if transcript.help_detected:
@@ -480,6 +471,19 @@ class DistressFusion:
         self.__init__(self.config)
 
     # ---------------------------------------------------------------- internals
+    def _audio_source(self, clock_source: str, key: str, stamp: float, now: Optional[float],
+                      reset_on_step: bool = True) -> Tuple[float, Optional[_Audio]]:
+        """Accept ``stamp`` on ``clock_source``; the audio state ``key`` (fresh after a clock
+        step back when ``reset_on_step``), or None for a rejected stamp."""
+        t, stepped = self.clock.accept(clock_source, stamp, now)
+        if t is None:
+            return 0.0, None
+        audio = self._audio.setdefault(key, _Audio())
+        if stepped and reset_on_step:
+            self._audio[key] = audio = _Audio()
+        self._now = max(self._now, t)
+        return t, audio
+
     def _hear_help(self, audio: _Audio, t: float, words: List[str]) -> None:
         if t > audio.help_until_t:
             audio.target = None  # a new call: attribute it afresh
