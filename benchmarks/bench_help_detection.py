@@ -13,6 +13,12 @@ that speech), and CPU seconds per second of audio.
 Splits: ``dev`` (voices and sentences the thresholds were tuned on) and
 ``test`` (other voices AND other sentences, never tuned on).
 
+Voice families (``--family``): ``espeak`` (espeak-ng voices and variants, what
+issue 7 asked for) and ``flite`` (CMU flite's voices built from recordings of
+real speakers: slt and kal16 in dev, awb and rms in test). pocketsphinx, trained
+on human speech, mishears espeak-ng's formant synthesis ("Help!" -> "two");
+the flite family shows what the detector does with speech closer to a human's.
+
     python benchmarks/bench_help_detection.py --split test            # the reported numbers
     python benchmarks/bench_help_detection.py --split dev --quick     # while developing
     python benchmarks/bench_help_detection.py --set keyword_threshold=0.5 --split dev
@@ -68,6 +74,9 @@ SPLITS = {
                  'Please close the window before you leave.'],
     },
 }
+#: Voices of the flite family per split (``--family flite``); sentences as above.
+FLITE_VOICES = {'dev': ['flite:slt', 'flite:kal16'], 'test': ['flite:awb', 'flite:rms']}
+FAMILIES = ('espeak', 'flite')
 # Talkers of the babble noise (never in either split).
 BABBLE_VOICES = ['en-us+m7', 'en+f5', 'en-gb-x-rp']
 BABBLE_TEXT = ['The meeting was moved to Thursday afternoon because of the rain.',
@@ -87,15 +96,16 @@ CONDITIONS = {
 QUICK_CONDITIONS = ['clean', 'reverb', 'white-40', 'babble-40']
 
 
-def clips(split: str, quick: bool) -> List[Tuple[np.ndarray, str, str]]:
+def clips(split: str, quick: bool, family: str = 'espeak') -> List[Tuple[np.ndarray, str, str]]:
     """All (samples, kind, label) of a split: every sentence x voice x speed x pitch."""
     s = SPLITS[split]
+    voices = s['voices'] if family == 'espeak' else FLITE_VOICES[split]
     speeds = SPEEDS[:1] if quick else SPEEDS
     pitches = PITCHES[:1] if quick else PITCHES
     out = []
     for kind in ('calls', 'near', 'calm'):
         for text in s[kind]:
-            for voice in s['voices']:
+            for voice in voices:
                 for speed in speeds:
                     for pitch in pitches:
                         x = set_rms_dbfs(speak(text, voice, speed, pitch), SPEECH_DBFS)
@@ -184,6 +194,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--split', choices=sorted(SPLITS), default='test')
+    parser.add_argument('--family', choices=FAMILIES + ('all',), default='espeak',
+                        help='voices: espeak-ng (default), flite (voices from real '
+                        'speakers) or all (both, reported separately)')
     parser.add_argument('--quick', action='store_true',
                         help='one speed and pitch, 4 conditions, 1 placement per call clip')
     parser.add_argument('--conditions', default='', help='comma-separated subset of: '
@@ -219,77 +232,102 @@ def main(argv=None) -> int:
     conditions = (args.conditions.split(',') if args.conditions else
                   (QUICK_CONDITIONS if args.quick else list(CONDITIONS)))
     placements = 1 if args.quick else args.placements
-    t0 = time.time()
-    items = clips(args.split, args.quick)
-    n_calls = sum(1 for it in items if it[1] == 'call')
-    print(f'# split {args.split}: {len(items)} clips ({n_calls} calls x {placements} '
-          f'placements), built in {time.time() - t0:.0f} s', flush=True)
+    families = FAMILIES if args.family == 'all' else (args.family,)
+    sets = {}
+    for family in families:
+        t0 = time.time()
+        sets[family] = clips(args.split, args.quick, family)
+        n_calls = sum(1 for it in sets[family] if it[1] == 'call')
+        print(f'# split {args.split}, {family}: {len(sets[family])} clips ({n_calls} calls x '
+              f'{placements} placements), built in {time.time() - t0:.0f} s', flush=True)
     rows = []
     runs = []
     for backend, cfg in backends.items():
-        for i, cond in enumerate(conditions):
-            clean, places = make_stream(items, placements, args.seed + i)
-            audio = apply_condition(clean, cond, args.seed + 100 + i)
-            transcripts, _, cpu = run(cfg, audio)
-            s = score(places, transcripts)
-            runs.append((places, transcripts))
-            dur = audio.size / RATE
-            row = {'backend': backend, 'condition': cond, 'stream_min': dur / 60,
-                   'recall': s['call']['flagged'] / max(1, s['call']['n']),
-                   'calls': s['call']['n'],
-                   'near_false_pct': 100 * s['near']['flagged'] / max(1, s['near']['n']),
-                   'near_false_per_h': s['near']['flagged'] / max(1e-9, s['near']['hours']),
-                   'calm_false_pct': 100 * s['calm']['flagged'] / max(1, s['calm']['n']),
-                   'calm_false_per_h': s['calm']['flagged'] / max(1e-9, s['calm']['hours']),
-                   'other_false': s['other_false'], 'cpu_s_per_s': cpu / dur,
-                   'utterances': len(transcripts), 'missed': s['call']['examples'],
-                   'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples']}
-            rows.append(row)
-            print(f"{backend:9s} {cond:22s} {dur / 60:5.1f} min  recall {row['recall']:.3f} "
-                  f"({s['call']['flagged']}/{s['call']['n']})  near {row['near_false_pct']:5.1f}%"
-                  f"  calm {row['calm_false_pct']:5.1f}%  other {row['other_false']}  "
-                  f"cpu {row['cpu_s_per_s']:.3f} s/s", flush=True)
-    print()
-    print(f'Machine: {platform.machine()}, {os.cpu_count()} cores, '
-          f'{platform.python_version()}; split {args.split}; overrides {overrides}')
-    print('| backend | condition | stream (min) | recall | near-miss false (% / per h) | '
-          'calm false (% / per h) | other false | CPU s/s |')
-    print('|---|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(f"| {r['backend']} | {r['condition']} | {r['stream_min']:.1f} | "
-              f"{r['recall']:.3f} ({r['calls']}) | {r['near_false_pct']:.1f} / "
-              f"{r['near_false_per_h']:.0f} | {r['calm_false_pct']:.1f} / "
-              f"{r['calm_false_per_h']:.0f} | {r['other_false']} | {r['cpu_s_per_s']:.3f} |")
-    for backend in backends:
-        rs = [r for r in rows if r['backend'] == backend]
-        calls = sum(r['calls'] for r in rs)
-        recall = sum(r['recall'] * r['calls'] for r in rs) / max(1, calls)
-        print(f"| {backend} | **all** | {sum(r['stream_min'] for r in rs):.1f} | "
-              f'**{recall:.3f}** ({calls}) | '
-              f"**{np.mean([r['near_false_pct'] for r in rs]):.1f}** | "
-              f"**{np.mean([r['calm_false_pct'] for r in rs]):.1f}** | "
-              f"{sum(r['other_false'] for r in rs)} | "
-              f"**{np.mean([r['cpu_s_per_s'] for r in rs]):.3f}** |")
+        for family, items in sets.items():
+            rows.extend(run_conditions(backend, family, cfg, items, conditions, placements,
+                                       args.seed, runs))
+    report(rows, overrides, args)
     if args.sweep:
-        print('\nthreshold sweep over all conditions (help_score >= t):')
-        levels = sorted({round(t.help_score, 4) for _, ts in runs for t in ts if t.help_score > 0})
-        for t in levels:
-            tot: Dict[str, List[int]] = {'call': [0, 0], 'near': [0, 0], 'calm': [0, 0]}
-            for places, ts in runs:
-                sw = [dataclasses.replace(x, help_detected=x.help_score >= t - 1e-3)
-                      for x in ts]
-                sc = score(places, sw)
-                for k in tot:
-                    tot[k][0] += sc[k]['flagged']
-                    tot[k][1] += sc[k]['n']
-            print(f"  t={t:.3f}: recall {tot['call'][0] / max(1, tot['call'][1]):.3f}  "
-                  f"near {100 * tot['near'][0] / max(1, tot['near'][1]):.1f}%  "
-                  f"calm {100 * tot['calm'][0] / max(1, tot['calm'][1]):.1f}%")
+        sweep(runs)
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as out:
             json.dump({'split': args.split, 'overrides': overrides, 'rows': rows}, out,
                       indent=1)
     return 0
+
+
+def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, conditions,
+                   placements: int, seed: int, runs: List) -> List[Dict]:
+    """One long stream per condition through ``cfg``'s extractor; one row each."""
+    rows = []
+    for i, cond in enumerate(conditions):
+        clean, places = make_stream(items, placements, seed + i)
+        audio = apply_condition(clean, cond, seed + 100 + i)
+        transcripts, _, cpu = run(cfg, audio)
+        s = score(places, transcripts)
+        runs.append((places, transcripts))
+        dur = audio.size / RATE
+        row = {'backend': backend, 'family': family, 'condition': cond, 'stream_min': dur / 60,
+               'recall': s['call']['flagged'] / max(1, s['call']['n']),
+               'calls': s['call']['n'], 'near': s['near']['n'], 'calm': s['calm']['n'],
+               'near_flagged_n': s['near']['flagged'], 'calm_flagged_n': s['calm']['flagged'],
+               'near_false_pct': 100 * s['near']['flagged'] / max(1, s['near']['n']),
+               'near_false_per_h': s['near']['flagged'] / max(1e-9, s['near']['hours']),
+               'calm_false_pct': 100 * s['calm']['flagged'] / max(1, s['calm']['n']),
+               'calm_false_per_h': s['calm']['flagged'] / max(1e-9, s['calm']['hours']),
+               'other_false': s['other_false'], 'cpu_s_per_s': cpu / dur,
+               'utterances': len(transcripts), 'missed': s['call']['examples'],
+               'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples']}
+        rows.append(row)
+        print(f'{backend:9s} {family:6s} {cond:22s} {dur / 60:5.1f} min  recall '
+              f"{row['recall']:.3f} ({s['call']['flagged']}/{s['call']['n']})  near "
+              f"{row['near_false_pct']:5.1f}%  calm {row['calm_false_pct']:5.1f}%  other "
+              f"{row['other_false']}  cpu {row['cpu_s_per_s']:.3f} s/s", flush=True)
+    return rows
+
+
+def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
+    """The Markdown table: one row per stream, one total per backend and voice family."""
+    print()
+    print(f'Machine: {platform.machine()}, {os.cpu_count()} cores, '
+          f'{platform.python_version()}; split {args.split}; overrides {overrides}')
+    print('| backend | voices | condition | stream (min) | recall | near-miss false (% / per h) '
+          '| calm false (% / per h) | other false | CPU s/s |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['backend']} | {r['family']} | {r['condition']} | {r['stream_min']:.1f} | "
+              f"{r['recall']:.3f} ({r['calls']}) | {r['near_false_pct']:.1f} / "
+              f"{r['near_false_per_h']:.0f} | {r['calm_false_pct']:.1f} / "
+              f"{r['calm_false_per_h']:.0f} | {r['other_false']} | {r['cpu_s_per_s']:.3f} |")
+    for key in dict.fromkeys((r['backend'], r['family']) for r in rows):
+        rs = [r for r in rows if (r['backend'], r['family']) == key]
+        calls = sum(r['calls'] for r in rs)
+        heard = sum(round(r['recall'] * r['calls']) for r in rs)
+        near = sum(r['near_flagged_n'] for r in rs), sum(r['near'] for r in rs)
+        calm = sum(r['calm_flagged_n'] for r in rs), sum(r['calm'] for r in rs)
+        print(f'| {key[0]} | {key[1]} | **all {len(rs)}** | '
+              f"{sum(r['stream_min'] for r in rs):.1f} | **{heard / max(1, calls):.3f}** "
+              f'({calls}) | **{100 * near[0] / max(1, near[1]):.1f}** ({near[0]} of {near[1]}) '
+              f'| **{100 * calm[0] / max(1, calm[1]):.1f}** ({calm[0]} of {calm[1]}) | '
+              f"{sum(r['other_false'] for r in rs)} | "
+              f"**{np.mean([r['cpu_s_per_s'] for r in rs]):.3f}** |")
+
+
+def sweep(runs: List) -> None:
+    """Recall and false detections for every help_score threshold over all streams."""
+    print('\nthreshold sweep over all conditions (help_score >= t):')
+    levels = sorted({round(t.help_score, 4) for _, ts in runs for t in ts if t.help_score > 0})
+    for t in levels:
+        tot: Dict[str, List[int]] = {'call': [0, 0], 'near': [0, 0], 'calm': [0, 0]}
+        for places, ts in runs:
+            sw = [dataclasses.replace(x, help_detected=x.help_score >= t - 1e-3) for x in ts]
+            sc = score(places, sw)
+            for k in tot:
+                tot[k][0] += sc[k]['flagged']
+                tot[k][1] += sc[k]['n']
+        print(f"  t={t:.3f}: recall {tot['call'][0] / max(1, tot['call'][1]):.3f}  "
+              f"near {100 * tot['near'][0] / max(1, tot['near'][1]):.1f}%  "
+              f"calm {100 * tot['calm'][0] / max(1, tot['calm'][1]):.1f}%")
 
 
 if __name__ == '__main__':

@@ -1,8 +1,12 @@
-"""Synthetic speech and streams for tests and benchmarks (espeak-ng, sox, noise).
+"""Synthetic speech and streams for tests and benchmarks (espeak-ng, flite, sox, noise).
 
-Not used on the robot. :func:`speak` runs Debian's ``espeak-ng`` and caches
-the 16 kHz result under a folder (``build/speech_cache`` by default), so a
-test suite or a benchmark synthesizes each (text, voice, speed, pitch) once.
+Not used on the robot. :func:`speak` runs Debian's ``espeak-ng`` (voices such
+as ``en-us``, ``en+f3``) or, for voices named ``flite:<voice>``, CMU
+``flite`` (``kal16``, ``slt``, ``awb``, ``rms``: voices built from recordings
+of real speakers, which speech recognisers trained on human speech hear far
+better than espeak-ng's formant synthesis), and caches the 16 kHz result
+under a folder (``build/speech_cache`` by default), so a test suite or a
+benchmark synthesizes each (text, voice, speed, pitch) once.
 :func:`build_stream` lays clips out in one continuous stream with silence
 between them and returns where each clip landed.
 """
@@ -38,25 +42,65 @@ def _resample(x: np.ndarray, rate: int) -> np.ndarray:
     return resample_poly(x, RATE // g, rate // g).astype(np.float32)
 
 
+#: Prefix of voices synthesized by CMU flite instead of espeak-ng.
+FLITE_PREFIX = 'flite:'
+#: flite speaks at about this many words per minute at ``duration_stretch`` 1.
+FLITE_WPM = 170
+#: Cents of pitch shift per unit of espeak-ng's 0-99 pitch scale away from 50 (flite voices).
+FLITE_CENTS_PER_PITCH = 8
+
+
+def _read_wav_bytes(wav: bytes) -> Tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(wav)) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), '<i2').astype(np.float32) / 32768.0
+    return x, rate
+
+
+def _espeak(text: str, voice: str, speed: int, pitch: int) -> Tuple[np.ndarray, int]:
+    if shutil.which('espeak-ng') is None:
+        raise SynthUnavailable('espeak-ng is not installed (apt-get install espeak-ng)')
+    wav = subprocess.run(['espeak-ng', '-v', voice, '-s', str(speed), '-p', str(pitch),
+                          '--stdout', text], capture_output=True, check=True).stdout
+    return _read_wav_bytes(wav)
+
+
+def _flite(text: str, voice: str, speed: int, pitch: int) -> Tuple[np.ndarray, int]:
+    """flite at ``speed`` words/min; ``pitch`` (espeak's 0-99 scale) becomes a sox pitch shift."""
+    if shutil.which('flite') is None:
+        raise SynthUnavailable('flite is not installed (apt-get install flite)')
+    with tempfile.TemporaryDirectory(prefix='emotion_ros_flite_') as tmp:
+        out = os.path.join(tmp, 'out.wav')
+        subprocess.run(['flite', '-voice', voice, '--setf',
+                        f'duration_stretch={FLITE_WPM / speed:.4f}', '-t', text, '-o', out],
+                       capture_output=True, check=True)
+        with open(out, 'rb') as f:
+            x, rate = _read_wav_bytes(f.read())
+    x = _resample(x, rate)
+    cents = (pitch - 50) * FLITE_CENTS_PER_PITCH
+    return (sox(x, ['pitch', str(cents)]) if cents else x), RATE
+
+
 def speak(text: str, voice: str = 'en-us', speed: int = 160, pitch: int = 50,
           cache_dir: Optional[str] = None) -> np.ndarray:
-    """``text`` spoken by espeak-ng, as float32 mono samples at 16 kHz (cached on disk).
+    """``text`` spoken by espeak-ng (or flite for ``flite:<voice>``), float32 16 kHz mono.
+
+    ``speed`` is in words per minute, ``pitch`` on espeak-ng's 0-99 scale (50
+    is the voice's own; for flite voices it becomes a pitch shift of
+    ``FLITE_CENTS_PER_PITCH`` cents per step). Results are cached on disk.
 
     Raises:
-        SynthUnavailable: when espeak-ng is not installed.
+        SynthUnavailable: when espeak-ng (flite, sox) is not installed.
     """
     cache_dir = cache_dir or os.path.join('build', 'speech_cache')
     key = hashlib.sha1(f'{text}|{voice}|{speed}|{pitch}'.encode()).hexdigest()[:20]
     path = os.path.join(cache_dir, f'{key}.npy')
     if os.path.isfile(path):
         return np.load(path)
-    if shutil.which('espeak-ng') is None:
-        raise SynthUnavailable('espeak-ng is not installed (apt-get install espeak-ng)')
-    wav = subprocess.run(['espeak-ng', '-v', voice, '-s', str(speed), '-p', str(pitch),
-                          '--stdout', text], capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(wav)) as w:
-        rate = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), '<i2').astype(np.float32) / 32768.0
+    if voice.startswith(FLITE_PREFIX):
+        x, rate = _flite(text, voice[len(FLITE_PREFIX):], speed, pitch)
+    else:
+        x, rate = _espeak(text, voice, speed, pitch)
     x = _resample(x, rate)
     # Trim espeak's leading/trailing silence so that clip bounds are the speech bounds.
     loud = np.flatnonzero(np.abs(x) > 0.01)
