@@ -1,6 +1,10 @@
 """Call-for-help detection per utterance: segmentation, history independence, watchdog.
 
-Speech is real espeak-ng audio synthesized here (cached under build/speech_cache).
+Speech is synthesized here (cached under build/speech_cache) by espeak-ng and by CMU
+flite. pocketsphinx's en-us model, trained on human speech, hears flite's voices (built
+from recordings of real speakers) but barely recognises espeak-ng's formant speech, so
+the long-stream properties are checked with flite voices and stay strict xfails for
+espeak-ng (docs/audio.md has the measurements).
 """
 
 import threading
@@ -13,7 +17,9 @@ from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
 from emotion_ros.audio.detectors import DetectorRunner, StallingDetector
 from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.segmenter import AUDIO_GRID, UtteranceSegmenter
-from emotion_ros.audio.synth import build_stream, RATE, set_rms_dbfs, speak
+from emotion_ros.audio.features import FRAME_LENGTH, FrameAnalyzer
+from emotion_ros.audio.synth import (build_stream, FLITE_CENTS_PER_PITCH, RATE, set_rms_dbfs,
+                                     speak)
 
 CALL = 'Help! Somebody help me!'
 CALM = ['The weather is nice today and the sky is blue.',
@@ -91,6 +97,38 @@ def test_detector_answer_depends_only_on_the_utterance():
     det.close()
 
 
+#: Voices the long-stream properties must hold for: a Scottish male and a US female
+#: voice built from recordings (flite), which the detector hears.
+HEARD_VOICES = ['flite:awb', 'flite:slt']
+#: espeak-ng voices: the detector's keyphrase scores of their calls sit at its threshold.
+ESPEAK_XFAIL = 'measured: pocketsphinx en-us barely recognises espeak-ng speech (docs/audio.md)'
+
+
+def _espeak_xfail(voice, reason):
+    return pytest.param(voice, marks=pytest.mark.xfail(strict=True, reason=f'{ESPEAK_XFAIL}; '
+                                                       f'{reason}'))
+
+
+def _median_pitch(x):
+    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::320]
+    pitch = FrameAnalyzer().analyze(frames).pitch_hz
+    return float(np.median(pitch[pitch > 0]))
+
+
+@pytest.mark.parametrize('voice', ['flite:awb', 'flite:rms', 'flite:slt', 'flite:kal16'])
+def test_flite_voices_follow_speed_and_pitch(voice, tmp_path):
+    """flite speech is 16 kHz mono, faster when asked (duration ~ 1/speed) and higher for a
+    higher pitch (FLITE_CENTS_PER_PITCH cents per step), like espeak-ng's parameters."""
+    text = 'Can anyone hear me? Over here!'
+    slow, fast = (speak(text, voice, wpm, 50, cache_dir=str(tmp_path)) for wpm in (150, 185))
+    assert slow.dtype == np.float32 and slow.ndim == 1
+    assert 150 / 185 * 0.85 < fast.size / slow.size < 150 / 185 * 1.15
+    low, high = (speak(text, voice, 150, p, cache_dir=str(tmp_path)) for p in (40, 65))
+    semitones = 12 * np.log2(_median_pitch(high) / _median_pitch(low))
+    expected = 25 * FLITE_CENTS_PER_PITCH / 100
+    assert abs(semitones - expected) < 0.6, (semitones, expected)
+
+
 def _stream(voice, offsets_rng, n_calls=24):
     """A continuous stream: the same call n_calls times, calm speech and silence between."""
     call = set_rms_dbfs(speak(CALL, voice), -23.0)
@@ -112,11 +150,10 @@ def _answers(transcripts, p, t0):
             for t in transcripts if p.start - 0.35 <= t.start - t0 <= p.end]
 
 
-@pytest.mark.xfail(strict=True, reason='measured: utterance bounds move by a 32 ms VAD frame '
-                   "with Silero's recurrent state, and the keyphrase scores of these espeak "
-                   'calls sit so close to the threshold that some decisions flip '
-                   '(docs/audio.md); a detector with margin must make this pass')
-@pytest.mark.parametrize('voice', ['en-gb', 'en+f3'])
+@pytest.mark.parametrize('voice', HEARD_VOICES + [
+    _espeak_xfail(v, "utterance bounds move by a 32 ms VAD frame with Silero's recurrent "
+                  'state and these calls score so close to the threshold that some decisions '
+                  'flip') for v in ('en-gb', 'en+f3')])
 def test_the_answer_to_a_call_does_not_depend_on_where_it_falls(voice):
     """One continuous stream of several minutes, the same call at 24 random offsets with calm
     speech and silence between, no reset: at every offset the call gets the answer
@@ -142,10 +179,8 @@ def test_the_answer_to_a_call_does_not_depend_on_where_it_falls(voice):
     assert sum(c.help_detected for c in cues) == sum(t.help_detected for t in transcripts)
 
 
-@pytest.mark.xfail(strict=True, reason='measured: pocketsphinx en-us keyphrase search on '
-                   'espeak-ng voices misses some calls in -55 dBFS noise (docs/audio.md, '
-                   'bench_help_detection.py); a better detector must make this pass')
-@pytest.mark.parametrize('voice', ['en-gb'])
+@pytest.mark.parametrize('voice', HEARD_VOICES + [
+    _espeak_xfail('en-gb', 'some of its calls are missed in -55 dBFS noise')])
 def test_every_call_in_a_long_stream_is_detected_at_its_place(voice):
     """Every one of 24 placements of the same call in a long stream is detected, stamped
     within 0.35 s of the call's start."""
@@ -157,16 +192,18 @@ def test_every_call_in_a_long_stream_is_detected_at_its_place(voice):
         assert heard and abs(min(t.start - 100.0 for t in heard) - p.start) < 0.35, p
 
 
-@pytest.mark.xfail(strict=True, reason='measured: the near-miss check does not reject every '
-                   'near miss of these voices (docs/audio.md); a better detector must make '
-                   'this pass')
-def test_near_miss_sentences_are_not_a_call_for_help():
+@pytest.mark.parametrize('voices', [
+    pytest.param(('flite:awb', 'flite:rms', 'flite:slt', 'flite:kal16'), marks=pytest.mark.xfail(
+        strict=True, reason='measured: one of these near misses is heard as "over here"; the '
+        'benchmark flags near misses of flite voices too (docs/audio.md)')),
+    _espeak_xfail(('en-us', 'en-gb', 'en+m3'), 'the near-miss check does not reject every '
+                  'near miss of these voices')])
+def test_near_miss_sentences_are_not_a_call_for_help(voices):
     """Sentences that sound like help ("the health of my helmet, it held well") placed at
     many offsets in a stream with several voices are not taken for a call for help."""
     rng = np.random.default_rng(3)
     items = [(set_rms_dbfs(speak(text, voice), -23.0), 'near', f'{text} [{voice}]')
-             for text in NEAR_MISSES for voice in ('en-us', 'en-gb', 'en+m3')
-             for _ in range(3)]
+             for text in NEAR_MISSES for voice in voices for _ in range(3)]
     order = rng.permutation(len(items))
     audio, places = build_stream([items[i] for i in order], rng.uniform(0.7, 2.5, len(items)))
     transcripts, _ = run(config(), audio)

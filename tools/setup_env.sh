@@ -13,7 +13,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # pip, minus the noise of this machine's local mirror; fails when pip fails (pipefail).
 pip_quiet() { "$venv/bin/pip" "$@" 2>&1 | { grep -v 'is ignored: it is neither' || true; }; }
 
-apt_packages=(libportaudio2 espeak-ng flite cmake g++ make ffmpeg)
+apt_packages=(libportaudio2 espeak-ng flite sox cmake g++ make ffmpeg)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
