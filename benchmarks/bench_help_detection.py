@@ -240,12 +240,13 @@ def main(argv=None) -> int:
         n_calls = sum(1 for it in sets[family] if it[1] == 'call')
         print(f'# split {args.split}, {family}: {len(sets[family])} clips ({n_calls} calls x '
               f'{placements} placements), built in {time.time() - t0:.0f} s', flush=True)
-    rows = []
-    runs = []
+    rows, runs = [], []
     for backend, cfg in backends.items():
         for family, items in sets.items():
-            rows.extend(run_conditions(backend, family, cfg, items, conditions, placements,
-                                       args.seed, runs))
+            for row, scored in run_conditions(backend, family, cfg, items, conditions,
+                                              placements, args.seed):
+                rows.append(row)
+                runs.append(scored)
     report(rows, overrides, args)
     if args.sweep:
         sweep(runs)
@@ -257,19 +258,21 @@ def main(argv=None) -> int:
 
 
 def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, conditions,
-                   placements: int, seed: int, runs: List) -> List[Dict]:
-    """One long stream per condition through ``cfg``'s extractor; one row each."""
-    rows = []
+                   placements: int, seed: int):
+    """One long stream per condition through ``cfg``'s extractor.
+
+    Yields ``(row, (placements, transcripts))`` per condition.
+    """
     for i, cond in enumerate(conditions):
         clean, places = make_stream(items, placements, seed + i)
         audio = apply_condition(clean, cond, seed + 100 + i)
         transcripts, _, cpu = run(cfg, audio)
         s = score(places, transcripts)
-        runs.append((places, transcripts))
         dur = audio.size / RATE
         row = {'backend': backend, 'family': family, 'condition': cond, 'stream_min': dur / 60,
                'recall': s['call']['flagged'] / max(1, s['call']['n']),
-               'calls': s['call']['n'], 'near': s['near']['n'], 'calm': s['calm']['n'],
+               'calls': s['call']['n'], 'heard': s['call']['flagged'],
+               'near': s['near']['n'], 'calm': s['calm']['n'],
                'near_flagged_n': s['near']['flagged'], 'calm_flagged_n': s['calm']['flagged'],
                'near_false_pct': 100 * s['near']['flagged'] / max(1, s['near']['n']),
                'near_false_per_h': s['near']['flagged'] / max(1e-9, s['near']['hours']),
@@ -278,12 +281,11 @@ def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, condit
                'other_false': s['other_false'], 'cpu_s_per_s': cpu / dur,
                'utterances': len(transcripts), 'missed': s['call']['examples'],
                'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples']}
-        rows.append(row)
         print(f'{backend:9s} {family:6s} {cond:22s} {dur / 60:5.1f} min  recall '
               f"{row['recall']:.3f} ({s['call']['flagged']}/{s['call']['n']})  near "
               f"{row['near_false_pct']:5.1f}%  calm {row['calm_false_pct']:5.1f}%  other "
               f"{row['other_false']}  cpu {row['cpu_s_per_s']:.3f} s/s", flush=True)
-    return rows
+        yield row, (places, transcripts)
 
 
 def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
@@ -302,7 +304,7 @@ def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
     for key in dict.fromkeys((r['backend'], r['family']) for r in rows):
         rs = [r for r in rows if (r['backend'], r['family']) == key]
         calls = sum(r['calls'] for r in rs)
-        heard = sum(round(r['recall'] * r['calls']) for r in rs)
+        heard = sum(r['heard'] for r in rs)
         near = sum(r['near_flagged_n'] for r in rs), sum(r['near'] for r in rs)
         calm = sum(r['calm_flagged_n'] for r in rs), sum(r['calm'] for r in rs)
         print(f'| {key[0]} | {key[1]} | **all {len(rs)}** | '

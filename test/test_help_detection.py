@@ -17,7 +17,7 @@ from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
 from emotion_ros.audio.detectors import DetectorRunner, StallingDetector
 from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.segmenter import AUDIO_GRID, UtteranceSegmenter
-from emotion_ros.audio.features import FRAME_LENGTH, FrameAnalyzer
+from emotion_ros.audio.features import FRAME_HOP, FRAME_LENGTH, FrameAnalyzer
 from emotion_ros.audio.synth import (build_stream, FLITE_CENTS_PER_PITCH, RATE, set_rms_dbfs,
                                      speak)
 
@@ -110,7 +110,7 @@ def _espeak_xfail(voice, reason):
 
 
 def _median_pitch(x):
-    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::320]
+    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::FRAME_HOP]
     pitch = FrameAnalyzer().analyze(frames).pitch_hz
     return float(np.median(pitch[pitch > 0]))
 

@@ -76,9 +76,10 @@ def _flite(text: str, voice: str, speed: int, pitch: int) -> Tuple[np.ndarray, i
                        capture_output=True, check=True)
         with open(out, 'rb') as f:
             x, rate = _read_wav_bytes(f.read())
-    x = _resample(x, rate)
     cents = (pitch - 50) * FLITE_CENTS_PER_PITCH
-    return (sox(x, ['pitch', str(cents)]) if cents else x), RATE
+    if not cents:
+        return x, rate
+    return sox(_resample(x, rate), ['pitch', str(cents)]), RATE   # sox() works at 16 kHz
 
 
 def speak(text: str, voice: str = 'en-us', speed: int = 160, pitch: int = 50,
@@ -102,7 +103,7 @@ def speak(text: str, voice: str = 'en-us', speed: int = 160, pitch: int = 50,
     else:
         x, rate = _espeak(text, voice, speed, pitch)
     x = _resample(x, rate)
-    # Trim espeak's leading/trailing silence so that clip bounds are the speech bounds.
+    # Trim the synthesizer's leading/trailing silence so that clip bounds are the speech bounds.
     loud = np.flatnonzero(np.abs(x) > 0.01)
     if loud.size:
         x = x[max(0, loud[0] - 160):loud[-1] + 160]
