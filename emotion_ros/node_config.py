@@ -118,8 +118,13 @@ class MicrophoneNodeConfig:
     frame_id: str = field('microphone', 'frame_id of published audio frames.')
     wav_path: str = field('', 'WAV file played when source is wav.')
     wav_loop: bool = field(False, 'Loop the WAV file.')
+    wav_wait_for_subscribers: int = field(
+        1, "Before playing the WAV file, wait until this many subscribers of 'audio' are "
+        'matched, so a listener that starts later than this node still hears the file from '
+        'its start (0: play at once).', min=0, max=100)
     wav_start_delay_s: float = field(
-        0.0, 'Wait this long after start before playing the WAV file.', min=0.0)
+        0.0, 'Wait this long before playing the WAV file (counted from when '
+        'wav_wait_for_subscribers are matched).', min=0.0)
     reliability: str = field('reliable', 'QoS reliability of the audio publisher.',
                              choices=RELIABILITY)
 

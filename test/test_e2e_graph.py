@@ -114,8 +114,8 @@ def test_microphone_wav_source_gives_audio_only_alert(start_node, ros_node, tmp_
     node.create_subscription(DistressAlert, 'distress_alerts', alerts.append, 50)
     assert wait_until(lambda: node.count_publishers('distress_alerts') > 0
                       and node.count_subscribers('audio') > 0, 60, ros_node.spin)
-    mic = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}',
-                                                'wav_start_delay_s:=1.0'))
+    # The node plays the file once audio_node is matched (wav_wait_for_subscribers: 1).
+    mic = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}'))
     assert wait_until(lambda: bool(alerts), 30, ros_node.spin), \
         '\n'.join(n.output()[-3000:] for n in nodes + [mic])
     alert = alerts[0]

@@ -13,6 +13,7 @@ from rclpy.parameter import Parameter
 
 from conftest import wait_until
 from emotion_ros.audio.pcm import write_wav
+from emotion_ros.ros import conversions
 from rosgraph import params
 
 NAME = 'emotion_ros: microphone_node'
@@ -135,3 +136,63 @@ def test_runtime_parameters_change_the_published_audio(start_node, ros_node, tmp
     assert wait_until(lambda: len(frames) >= 5, 30, ros_node.spin), 'audio stopped'
     assert len(frames[-1].data) == 800 * 4
     assert proc.alive()
+
+
+def test_wav_plays_from_its_first_sample_once_enough_listeners_are_matched(
+        start_node, ros_node, tmp_path):
+    """A WAV file waits for wav_wait_for_subscribers listeners of 'audio' (diagnostics say so,
+    nothing is published meanwhile, one listener of two does not start it); then every
+    listener gets the whole file, sample for sample, from its first chunk."""
+    rng = np.random.default_rng(7)
+    samples = (0.3 * rng.uniform(-1, 1, 16000 * 2)).astype(np.float32)  # 2 s, every chunk unique
+    wav = tmp_path / 'noise.wav'
+    write_wav(wav, samples, 16000)
+    proc = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}',
+                                                 'wav_wait_for_subscribers:=2'))
+    node = ros_node('mic_watcher')
+    statuses = []
+    node.create_subscription(
+        DiagnosticArray, '/diagnostics',
+        lambda m: statuses.extend(s for s in m.status if s.name == NAME), 50)
+    assert wait_until(lambda: len(statuses) >= 2, 60, ros_node.spin), proc.output()[-3000:]
+    assert values(statuses[-1])['capture_state'] == 'waiting_for_subscribers'
+    assert 'waiting for 2 subscriber(s) of /audio' in statuses[-1].message
+
+    heard = [[], []]
+    node.create_subscription(AudioFrame, 'audio', heard[0].append, 100)
+    # One listener is not enough: still waiting, nothing published.
+    assert wait_until(lambda: values(statuses[-1])['audio_subscribers'] == '1', 30,
+                      ros_node.spin), [values(s) for s in statuses[-2:]]
+    statuses.clear()
+    assert wait_until(lambda: len(statuses) >= 2, 30, ros_node.spin)
+    assert values(statuses[-1])['frames_published'] == '0' and not heard[0]
+    assert values(statuses[-1])['capture_state'] == 'waiting_for_subscribers'
+
+    node.create_subscription(AudioFrame, 'audio', heard[1].append, 100)
+    chunks = samples.size // 1600
+    assert wait_until(lambda: min(map(len, heard)) >= chunks, 30, ros_node.spin), \
+        ([len(h) for h in heard], proc.output()[-3000:])
+    expected = np.round(samples * 32767) / 32767
+    for frames in heard:
+        got = np.concatenate([conversions.audio_frame_to_samples(f).reshape(-1)
+                              for f in frames])
+        assert got.size == samples.size
+        np.testing.assert_allclose(got, expected, atol=2 / 32767)
+    assert proc.alive()
+
+
+def test_wav_without_waiting_plays_at_once(start_node, ros_node, tmp_path):
+    """wav_wait_for_subscribers 0: the file plays with nobody listening (counted as
+    published), as before the option existed."""
+    wav = _tone_wav(tmp_path / 'tone.wav')
+    proc = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}',
+                                                 'wav_wait_for_subscribers:=0'))
+    node = ros_node('mic_watcher')
+    statuses = []
+    node.create_subscription(
+        DiagnosticArray, '/diagnostics',
+        lambda m: statuses.extend(s for s in m.status if s.name == NAME), 50)
+    assert wait_until(lambda: statuses and values(statuses[-1])['frames_published'] == '10',
+                      60, ros_node.spin), ([values(s) for s in statuses[-2:]],
+                                           proc.output()[-3000:])
+    assert values(statuses[-1])['audio_subscribers'] == '0'

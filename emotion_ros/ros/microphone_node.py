@@ -6,8 +6,14 @@ failing delivery thread) the node logs why, counts it, shows ERROR in
 to 30 s); after a restart it shows WARN until capture has been stable for a
 minute. Run-time parameter changes take effect at once (the source is rebuilt
 from the full new set; a change whose source cannot be built is refused and
-capture continues as before), except ``reliability`` and ``wav_start_delay_s``,
-which are read-only.
+capture continues as before), except ``reliability``, ``wav_wait_for_subscribers``
+and ``wav_start_delay_s``, which are read-only.
+
+A WAV file is a recording with a beginning: by default it starts playing only
+once a subscriber of ``audio`` is matched (``wav_wait_for_subscribers``), so
+an audio node that starts after this one still hears it from its first
+sample (messages published before a subscriber is matched are lost, even on
+a reliable topic). A live microphone never waits.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ class MicrophoneNode(Node):
         self.health = NodeHealth(self)
         cfg = self.config = declare_config(
             self, MicrophoneNodeConfig, on_change=self._apply_config,
-            read_only=('reliability', 'wav_start_delay_s'))
+            read_only=('reliability', 'wav_wait_for_subscribers', 'wav_start_delay_s'))
         first = make_source(cfg)  # a bad device/file stops the node here (exit 2)
         self.supervisor = SourceSupervisor(lambda: make_source(self.config), self._on_samples,
                                            on_failure=self._on_capture_failure)
@@ -68,11 +74,35 @@ class MicrophoneNode(Node):
         self.create_timer(2.0, self._publish_diagnostics)
         self.create_timer(0.25, self._watch)
         self._first = first
-        if cfg.wav_start_delay_s > 0:
-            self._start_timer = self.create_timer(cfg.wav_start_delay_s, self._start)
+        self._start_timer = None
+        self._waiting = ''  # why the WAV file is not playing yet ('' once started)
+        if cfg.source == 'wav' and cfg.wav_wait_for_subscribers > 0:
+            self._waiting = 'waiting_for_subscribers'
+            self.get_logger().info(
+                f'waiting for {cfg.wav_wait_for_subscribers} subscriber(s) of '
+                f'{self._pub.topic_name} before playing the WAV file')
+            self._start_timer = self.create_timer(0.1, self._wait_for_subscribers)
         else:
-            self._start_timer = None
+            self._schedule_start()
+
+    def _schedule_start(self) -> None:
+        """Start now, or after ``wav_start_delay_s`` for a WAV file."""
+        delay = self.config.wav_start_delay_s if self.config.source == 'wav' else 0.0
+        if delay > 0:
+            self._waiting = 'start_delay'
+            self._start_timer = self.create_timer(delay, self._start)
+        else:
             self._start()
+
+    @boundary('timer', 'start')
+    def _wait_for_subscribers(self) -> None:
+        cfg = self.config  # a live microphone (source changed while waiting) never waits
+        if cfg.source == 'wav' and \
+                self._pub.get_subscription_count() < cfg.wav_wait_for_subscribers:
+            return
+        self.destroy_timer(self._start_timer)
+        self._start_timer = None
+        self._schedule_start()
 
     @property
     def source(self):
@@ -91,6 +121,7 @@ class MicrophoneNode(Node):
             except Exception:
                 self.config = old
                 raise
+            self._first = None  # not started yet: start from the new settings
             self.get_logger().info(f'audio source rebuilt: {self._describe(new)}')
 
     @boundary('timer', 'start')
@@ -98,9 +129,10 @@ class MicrophoneNode(Node):
         if self._start_timer is not None:
             self.destroy_timer(self._start_timer)
             self._start_timer = None
+        self._waiting = ''
         self.get_logger().info(f'publishing audio from {self._describe(self.config)}')
         first, self._first = self._first, None
-        self.supervisor.start(first)
+        self.supervisor.start(first)  # None (source changed while waiting): a new one
 
     @staticmethod
     def _describe(cfg: MicrophoneNodeConfig) -> str:
@@ -135,15 +167,23 @@ class MicrophoneNode(Node):
         sup = self.supervisor
         state = sup.state
         source = sup.source
+        waiting = self._waiting
         values = {'frames_published': self._published, 'source': self.config.source,
-                  'sample_rate': self._sample_rate, 'capture_state': state,
+                  'sample_rate': self._sample_rate, 'capture_state': waiting or state,
+                  'audio_subscribers': self._pub.get_subscription_count(),
                   'capture_failures': sup.failures, 'capture_restarts': sup.restarts,
                   'chunks_dropped': source.dropped if source is not None else 0,
                   'input_overflows': source.overflows if source is not None else 0}
         if sup.last_error:
             values['last_capture_error'] = sup.last_error
         level, message = DiagnosticStatus.OK, 'ok'
-        if state == 'restarting':
+        if waiting == 'waiting_for_subscribers':
+            message = (f'waiting for {self.config.wav_wait_for_subscribers} subscriber(s) of '
+                       f'{self._pub.topic_name} before playing the WAV file '
+                       f'({values["audio_subscribers"]} so far)')
+        elif waiting:
+            message = f'playing the WAV file in at most {self.config.wav_start_delay_s:g} s'
+        elif state == 'restarting':
             level = DiagnosticStatus.ERROR
             message = (f'audio capture stopped ({sup.last_error}); restart attempt in '
                        f'{sup.retry_in_s:.1f} s, {sup.failures} failure(s) so far')
