@@ -50,15 +50,22 @@ def _tone_wav(path):
     return path
 
 
-def _listen(ros_node):
-    node = ros_node('mic_listener')
-    frames, statuses = [], []
-    node.create_subscription(AudioFrame, 'audio', frames.append, 200)
+def _watch(ros_node, name='mic_watcher'):
+    """A node collecting the microphone node's diagnostics statuses (no audio subscription)."""
+    node = ros_node(name)
+    statuses = []
     node.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: statuses.extend(s for s in m.status
                                   if s.name == NAME and s.hardware_id == '/microphone_node'),
         50)
+    return node, statuses
+
+
+def _listen(ros_node):
+    node, statuses = _watch(ros_node, 'mic_listener')
+    frames = []
+    node.create_subscription(AudioFrame, 'audio', frames.append, 200)
     return node, frames, statuses
 
 
@@ -149,11 +156,7 @@ def test_wav_plays_from_its_first_sample_once_enough_listeners_are_matched(
     write_wav(wav, samples, 16000)
     proc = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}',
                                                  'wav_wait_for_subscribers:=2'))
-    node = ros_node('mic_watcher')
-    statuses = []
-    node.create_subscription(
-        DiagnosticArray, '/diagnostics',
-        lambda m: statuses.extend(s for s in m.status if s.name == NAME), 50)
+    node, statuses = _watch(ros_node)
     assert wait_until(lambda: len(statuses) >= 2, 60, ros_node.spin), proc.output()[-3000:]
     assert values(statuses[-1])['capture_state'] == 'waiting_for_subscribers'
     assert 'waiting for 2 subscriber(s) of /audio' in statuses[-1].message
@@ -187,11 +190,7 @@ def test_wav_without_waiting_plays_at_once(start_node, ros_node, tmp_path):
     wav = _tone_wav(tmp_path / 'tone.wav')
     proc = start_node('microphone_node', *params('source:=wav', f'wav_path:={wav}',
                                                  'wav_wait_for_subscribers:=0'))
-    node = ros_node('mic_watcher')
-    statuses = []
-    node.create_subscription(
-        DiagnosticArray, '/diagnostics',
-        lambda m: statuses.extend(s for s in m.status if s.name == NAME), 50)
+    _, statuses = _watch(ros_node)
     assert wait_until(lambda: statuses and values(statuses[-1])['frames_published'] == '10',
                       60, ros_node.spin), ([values(s) for s in statuses[-2:]],
                                            proc.output()[-3000:])

@@ -78,12 +78,14 @@ class MicrophoneNode(Node):
         self._waiting = ''  # why the WAV file is not playing yet ('' once started)
         if cfg.source == 'wav' and cfg.wav_wait_for_subscribers > 0:
             self._waiting = 'waiting_for_subscribers'
-            self.get_logger().info(
-                f'waiting for {cfg.wav_wait_for_subscribers} subscriber(s) of '
-                f'{self._pub.topic_name} before playing the WAV file')
+            self.get_logger().info(self._waiting_for_subscribers())
             self._start_timer = self.create_timer(0.1, self._wait_for_subscribers)
         else:
             self._schedule_start()
+
+    def _waiting_for_subscribers(self) -> str:
+        return (f'waiting for {self.config.wav_wait_for_subscribers} subscriber(s) of '
+                f'{self._pub.topic_name} before playing the WAV file')
 
     def _schedule_start(self) -> None:
         """Start now, or after ``wav_start_delay_s`` for a WAV file."""
@@ -178,9 +180,7 @@ class MicrophoneNode(Node):
             values['last_capture_error'] = sup.last_error
         level, message = DiagnosticStatus.OK, 'ok'
         if waiting == 'waiting_for_subscribers':
-            message = (f'waiting for {self.config.wav_wait_for_subscribers} subscriber(s) of '
-                       f'{self._pub.topic_name} before playing the WAV file '
-                       f'({values["audio_subscribers"]} so far)')
+            message = f'{self._waiting_for_subscribers()} ({values["audio_subscribers"]} so far)'
         elif waiting:
             message = f'playing the WAV file in at most {self.config.wav_start_delay_s:g} s'
         elif state == 'restarting':
