@@ -31,7 +31,7 @@ setup(
             'distress_node = emotion_ros.ros.distress_node:main',
             'alert_monitor = emotion_ros.ros.alert_monitor:main',
             'bag_player = emotion_ros.ros.bag_player_node:main',
-            'emotion-ros = emotion_ros.cli:main',
+            'emotion-ros = emotion_ros.evaluation.cli:main',
         ],
     },
 )

@@ -57,7 +57,7 @@ def make_mission(work: Path, media: dict, duration: float, args: argparse.Namesp
     """Make a bag of ``duration`` s: scenes change every 5 s, a call for help every 20 s."""
     import yaml
 
-    from emotion_ros.bagtools import make_bag, MakeBagOptions
+    from emotion_ros.evaluation.bagtools import make_bag, MakeBagOptions
     scenes = ['empty', 'zidane', 'bus', 'zidane']
     camera = []
     t = 0.0

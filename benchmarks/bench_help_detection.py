@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor  # noqa: E402
 from emotion_ros.audio.synth import (build_stream, Placement, RATE, set_rms_dbfs,  # noqa: E402
                                      sox, speak)
-from emotion_ros.config import from_mapping  # noqa: E402
+from emotion_ros.config.schema import from_mapping  # noqa: E402
 
 SPEECH_DBFS = -23.0
 

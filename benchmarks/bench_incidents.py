@@ -138,7 +138,7 @@ class ClipResult:
 def fuse(fusion_config, frames, audio_events, weight=None) -> Tuple[int, Dict[str, int], int]:
     """Run a fresh fusion over recorded frame results, cues and transcripts (as the distress
     node gets them); return incidents, alerts per level, highest level."""
-    from emotion_ros.fusion import DistressFusion
+    from emotion_ros.fusion.distress import DistressFusion
     from emotion_ros.types import AudioCueResult, LEVEL_NAMES
     fusion = DistressFusion(fusion_config)
     alerts = []
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
 
     from emotion_ros.audio.cues import AudioCueExtractor
     from emotion_ros.pipeline import OfflinePipeline
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.config.robot import load_robot_config
     from emotion_ros.sample_media import sample_images
     if args.pyfeat_wheel:
         extract_pyfeat(args.pyfeat_wheel)

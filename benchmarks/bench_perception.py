@@ -53,9 +53,9 @@ def bench_stages(n_frames: int) -> None:
     from rclpy.serialization import serialize_message
     from sensor_msgs.msg import CompressedImage
 
-    from emotion_ros.image_codec import encode_jpeg
-    from emotion_ros.pipeline import PerceptionPipeline
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.perception.image_codec import encode_jpeg
+    from emotion_ros.perception.pipeline import PerceptionPipeline
+    from emotion_ros.config.robot import load_robot_config
     from emotion_ros.ros import conversions
 
     robot = load_robot_config(str(ROOT / 'config' / 'robot.yaml'))

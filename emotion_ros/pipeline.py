@@ -1,263 +1,21 @@
-"""The perception pipeline and the offline driver shared by nodes, evaluation and benchmarks.
+"""The whole pipeline offline: perception + audio cues + distress fusion in message-time order.
 
-``PerceptionPipeline`` turns one RGB frame into tracked per-person emotion
-estimates (detect -> track -> emotion backend, batched). ``OfflinePipeline``
-adds audio cues and distress fusion and is driven in message-time order by
-the bag evaluation and the benchmarks, with the same rate limit the live
+``OfflinePipeline`` is driven by the bag evaluation and the benchmarks with the
+configuration read from ``config/robot.yaml`` and the same rate limit the live
 perception node applies, so what is measured is what runs on the robot.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
-from emotion_ros.backends.audio_visual import AudioVisualOptions
-from emotion_ros.backends.base import create_backend, EmotionBackend
-from emotion_ros.backends.light import LightOptions
-from emotion_ros.backends.llava import LlavaOptions
-from emotion_ros.config import field
-from emotion_ros.detection import create_detector, DetectorConfig, PersonDetector
-from emotion_ros.errors import EmotionRosError
-from emotion_ros.fusion import DistressFusion, FusionConfig
-from emotion_ros.image_codec import crop, encode_jpeg
-from emotion_ros.localization import CameraModel, LocalizationConfig, locate
-from emotion_ros.tracking import PersonTracker, TrackerConfig
-from emotion_ros.types import Alert, AudioCueResult, FrameResult, PersonEstimate, Transcript
-
-STAGES = ('decode', 'detect', 'track', 'emotion')
-
-
-@dataclasses.dataclass(frozen=True)
-class EmotionConfig:
-    """Which emotion backend runs, and each backend's options."""
-
-    backend: str = field('light', 'Emotion model backend: light (CPU, face expression), '
-                         'llava (fine-tuned LLaVA bundle, GPU) or audio_visual (sees and hears '
-                         'each person, docs/audio_visual.md).',
-                         choices=('light', 'llava', 'audio_visual'))
-    light: LightOptions = field(LightOptions(), 'Options of the light backend.')
-    llava: LlavaOptions = field(LlavaOptions(), 'Options of the llava backend.')
-    audio_visual: AudioVisualOptions = field(AudioVisualOptions(),
-                                             'Options of the audio_visual backend.')
-
-    def options(self) -> object:
-        """The options dataclass of the selected backend."""
-        return getattr(self, self.backend)
-
-
-@dataclasses.dataclass(frozen=True)
-class PerceptionConfig:
-    """Everything the perception pipeline needs (perception node parameters)."""
-
-    detector: DetectorConfig = field(DetectorConfig(), 'Person detector.')
-    tracker: TrackerConfig = field(TrackerConfig(), 'Person tracker.')
-    emotion: EmotionConfig = field(EmotionConfig(), 'Emotion model.')
-    max_rate_hz: float = field(
-        5.0, 'At most this many frames per second are processed; newer frames replace older '
-        'ones and the skipped ones are counted.', positive=True)
-    thumbnails: bool = field(True, 'Attach a JPEG thumbnail of each person to its estimate.')
-    thumbnail_px: int = field(96, 'Longest side of person thumbnails in pixels.', min=16,
-                              max=512)
-    localization: LocalizationConfig = field(LocalizationConfig(),
-                                             'Person positions (CameraInfo, depth, tf2).')
-
-
-class PerceptionPipeline:
-    """detect -> track -> emotion for one frame at a time (thread-compatible, not reentrant)."""
-
-    def __init__(self, config: PerceptionConfig) -> None:
-        self.config = config
-        self.detector: PersonDetector = create_detector(config.detector)
-        self.tracker = PersonTracker(config.tracker)
-        self.backend: EmotionBackend = create_backend(config.emotion.backend,
-                                                      config.emotion.options())
-        self._loaded = False
-        self._last: Optional[Tuple[np.ndarray, FrameResult]] = None
-        self._lock = threading.Lock()
-        # audio_visual backend only: crop buffers, latest voice/words, audio-only estimate.
-        self.av_context = None
-        self.audio_only_estimate = None
-
-    @property
-    def loaded(self) -> bool:
-        """True between load() and close()."""
-        return self._loaded
-
-    def load(self) -> None:
-        """Load detector and emotion model weights (ModelLoadError on failure)."""
-        self.detector.load()
-        try:
-            self.backend.load()
-        except BaseException:
-            self.detector.close()
-            raise
-        make_context = getattr(self.backend, 'make_context', None)
-        self.av_context = make_context() if callable(make_context) else None
-        self._loaded = True
-
-    def close(self) -> None:
-        """Free the models (and GPU memory). Safe to call twice."""
-        with self._lock:
-            self.detector.close()
-            self.backend.close()
-            self.tracker.reset()
-            self._last = None
-            self.av_context = None
-            self.audio_only_estimate = None
-            self._loaded = False
-
-    @property
-    def model_id(self) -> str:
-        """Identifies the detector and emotion model that produce the estimates."""
-        return f'{self.backend.model_id} | {self.detector.name}'
-
-    def process(self, rgb: np.ndarray, stamp: float, frame_id: str = '', camera: str = '',
-                camera_model: Optional[CameraModel] = None,
-                depth_m: Optional[np.ndarray] = None) -> FrameResult:
-        """Run detection, tracking and the emotion model on one RGB uint8 frame.
-
-        ``camera`` qualifies the track ids; with ``camera_model`` (from CameraInfo) every
-        person gets a position (3D with ``depth_m``, an aligned depth image in metres).
-        """
-        if not self._loaded:
-            raise EmotionRosError('perception pipeline is not loaded (call load() first)')
-        with self._lock:
-            timings: Dict[str, float] = {}
-            t0 = time.perf_counter()
-            detections = self.detector.detect(rgb)
-            t1 = time.perf_counter()
-            tracks = self.tracker.update(detections, stamp)
-            t2 = time.perf_counter()
-            if self.av_context is not None:
-                self._give_av_context(rgb, tracks, stamp)
-            outputs = self.backend.estimate(rgb, [t.box for t in tracks]) if tracks else []
-            t3 = time.perf_counter()
-            persons: List[PersonEstimate] = []
-            for track, output in zip(tracks, outputs):
-                thumb = self._thumbnail(rgb, track.box) if self.config.thumbnails else b''
-                box = tuple(float(v) for v in track.box)
-                position = None
-                if camera_model is not None and self.config.localization.enabled:
-                    position = locate(camera_model, box, (int(rgb.shape[1]), int(rgb.shape[0])),
-                                      self.config.localization, depth_m)
-                persons.append(PersonEstimate(
-                    track_id=track.track_id, box=box,
-                    detection_confidence=float(track.score), emotion=output,
-                    model_id=self.backend.model_id, crop_jpeg=thumb, camera=camera,
-                    evidence_weight=self.backend.visual_evidence_weight, position=position))
-            timings['detect'] = (t1 - t0) * 1e3
-            timings['track'] = (t2 - t1) * 1e3
-            timings['emotion'] = (t3 - t2) * 1e3
-            voice = None
-            if self.audio_only_estimate is not None and not tracks:
-                voice = PersonEstimate(
-                    track_id=0, box=(0.0, 0.0, 0.0, 0.0), detection_confidence=0.0,
-                    emotion=self.audio_only_estimate, model_id=self.backend.model_id,
-                    camera=camera, evidence_weight=self.backend.visual_evidence_weight)
-            result = FrameResult(stamp=stamp, frame_id=frame_id, width=int(rgb.shape[1]),
-                                 height=int(rgb.shape[0]), persons=persons, timings_ms=timings,
-                                 camera=camera, voice=voice)
-            self._last = (rgb, result)
-            return result
-
-    def _give_av_context(self, rgb: np.ndarray, tracks: Sequence, stamp: float) -> None:
-        """audio_visual: buffer crops, give each track its context; nobody seen: audio only."""
-        pairs = [(t.track_id, t.box) for t in tracks]
-        self.av_context.add_frame(rgb, pairs, stamp)
-        if pairs:
-            self.backend.set_context(self.av_context.inputs_for(pairs, stamp))
-            self.audio_only_estimate = None
-        else:
-            heard = self.av_context.audio_only(stamp)
-            self.audio_only_estimate = self.backend.estimate_audio_only(heard) \
-                if heard is not None else None
-
-    def feed_audio(self, samples_16k: np.ndarray, end_stamp: float) -> None:
-        """Give the audio_visual backend microphone audio (mono 16 kHz); others ignore it."""
-        context = self.av_context
-        if context is not None:
-            context.feed_audio(samples_16k, end_stamp)
-
-    def feed_transcript(self, text: str, stamp: float) -> None:
-        """Give the audio_visual backend the latest transcript; others ignore it."""
-        context = self.av_context
-        if context is not None:
-            context.feed_transcript(text, stamp)
-
-    def explain(self, track_id: int, max_new_tokens: int) -> str:
-        """Explain one person of the last processed frame in words (llava backend only).
-
-        Raises:
-            EmotionRosError: when the track is not in the last frame.
-            NotImplementedError: when the backend cannot generate text.
-        """
-        if not self.backend.can_explain:
-            raise NotImplementedError(
-                f'the {self.backend.name!r} backend cannot explain; use emotion.backend: llava')
-        last = self._last
-        if last is None:
-            raise EmotionRosError('no frame processed yet')
-        rgb, result = last
-        for person in result.persons:
-            if person.track_id == track_id:
-                with self._lock:
-                    return self.backend.explain(rgb, person.box, max_new_tokens)
-        raise EmotionRosError(f'track {track_id} is not in the last frame '
-                              f'(tracks: {[p.track_id for p in result.persons]})')
-
-    def explain_box(self, rgb: np.ndarray, box: Sequence[float], max_new_tokens: int) -> str:
-        """Explain the person in ``box`` of ``rgb`` (llava backend only), serialised with
-        :meth:`process` and :meth:`explain` by the pipeline lock.
-
-        Raises:
-            NotImplementedError: when the backend cannot generate text.
-        """
-        if not self.backend.can_explain:
-            raise NotImplementedError(
-                f'the {self.backend.name!r} backend cannot explain; use emotion.backend: llava')
-        with self._lock:
-            return self.backend.explain(rgb, box, max_new_tokens)
-
-    def _thumbnail(self, rgb: np.ndarray, box: Sequence[float]) -> bytes:
-        patch = crop(rgb, box, margin=0.05)
-        if patch.size == 0:
-            return b''
-        h, w = patch.shape[:2]
-        scale = self.config.thumbnail_px / max(h, w)
-        if scale < 1:
-            import cv2  # local: cv2 is heavy and only needed for thumbnails
-            patch = cv2.resize(patch, (max(1, int(w * scale)), max(1, int(h * scale))),
-                               interpolation=cv2.INTER_AREA)
-        return encode_jpeg(patch, quality=80)
-
-
-class RateLimiter:
-    """Lets through at most ``rate_hz`` events per second of message time.
-
-    Keeps the average rate even when stamps jitter around the period, and
-    starts over when time goes backwards (a looping bag).
-    """
-
-    def __init__(self, rate_hz: float) -> None:
-        self.period = 1.0 / rate_hz
-        self._next: Optional[float] = None
-        self._prev = -np.inf
-
-    def ready(self, stamp: float) -> bool:
-        """True (and consume the slot) when an event at ``stamp`` may be processed."""
-        if self._next is None or stamp < self._prev:
-            self._next = stamp
-        self._prev = stamp
-        if stamp + 1e-6 < self._next:
-            return False
-        self._next = max(self._next + self.period, stamp + 0.5 * self.period)
-        return True
+from emotion_ros.audio.cues import AudioCueExtractor
+from emotion_ros.fusion.distress import DistressFusion
+from emotion_ros.perception.localization import CameraModel
+from emotion_ros.perception.pipeline import PerceptionPipeline, RateLimiter
+from emotion_ros.types import Alert, AudioCueResult, FrameResult, Transcript
 
 
 class OfflinePipeline:
@@ -305,7 +63,7 @@ class OfflinePipeline:
                  ) -> Tuple[List[AudioCueResult], List[Alert]]:
         """Feed mono float32 audio whose first sample is at ``stamp``; fuse the cues."""
         if self.perception.av_context is not None:  # the audio_visual backend hears it too
-            from emotion_ros.av_context import resample_to_16k
+            from emotion_ros.perception.av_context import resample_to_16k
             self.perception.feed_audio(resample_to_16k(samples, sample_rate),
                                        stamp + len(samples) / float(sample_rate))
         cues = self.audio.push(samples, sample_rate, stamp)
@@ -332,5 +90,4 @@ class OfflinePipeline:
         return self.fusion.scores()
 
 
-__all__ = ['AudioCueConfig', 'EmotionConfig', 'FusionConfig', 'OfflinePipeline',
-           'PerceptionConfig', 'PerceptionPipeline', 'RateLimiter', 'STAGES']
+__all__ = ['OfflinePipeline']

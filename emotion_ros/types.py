@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import NUM_CATEGORIES
+from emotion_ros.llm.contract import NUM_CATEGORIES
 
 Box = Tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels
 

@@ -12,7 +12,7 @@ from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
 from emotion_ros.audio.features import FRAME_HOP, FRAME_LENGTH, FrameAnalyzer, resample
 from emotion_ros.audio.pcm import read_wav
 from emotion_ros.audio.synth import set_rms_dbfs, speak
-from emotion_ros.config import from_mapping
+from emotion_ros.config.schema import from_mapping
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 
 RATE = 16000
@@ -111,9 +111,9 @@ def test_unknown_keyword_word_fails_at_load_naming_it():
 def test_removed_audio_node_scream_threshold_is_refused_naming_the_fusion_one():
     """audio_node's unused scream_threshold is gone: an old YAML key is refused, pointing at
     distress_node's scream_threshold, which the fusion does read."""
-    from emotion_ros.fusion import FusionConfig
-    from emotion_ros.node_config import AudioNodeConfig, DistressNodeConfig
-    from emotion_ros.config import flatten
+    from emotion_ros.fusion.distress import FusionConfig
+    from emotion_ros.config.nodes import AudioNodeConfig, DistressNodeConfig
+    from emotion_ros.config.schema import flatten
     with pytest.raises(ConfigError, match="distress_node's scream_threshold"):
         from_mapping(AudioNodeConfig, {'scream_threshold': 0.5})
     assert 'scream_threshold' in flatten(DistressNodeConfig)

@@ -33,7 +33,7 @@ def parts(tmp_path_factory):
 @pytest.fixture(scope='module')
 def backend(parts):
     """The robot's audio_visual backend loaded from the random bundle."""
-    from emotion_ros.backends.base import create_backend
+    from emotion_ros.backends.factory import create_backend
     from emotion_ros.backends.audio_visual import AudioVisualOptions
     be = create_backend('audio_visual', AudioVisualOptions(bundle_path=parts['bundle'],
                                                            device='cpu', max_batch=4))

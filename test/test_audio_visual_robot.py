@@ -12,7 +12,7 @@ pytest.importorskip('torch')
 
 def test_voice_goes_to_the_only_person_or_the_nearest_of_several():
     """Over many random scenes: 1 person -> theirs; n -> exactly the largest box; none -> []."""
-    from emotion_ros.av_context import attribute_voice
+    from emotion_ros.perception.av_context import attribute_voice
     rng = np.random.default_rng(0)
     for _ in range(300):
         n = int(rng.integers(0, 6))
@@ -34,7 +34,7 @@ def test_voice_goes_to_the_only_person_or_the_nearest_of_several():
 
 def test_context_buffers_crops_per_track_and_drops_stale_voice():
     """Crop buffers are bounded and per track; old audio/words and gone tracks are not used."""
-    from emotion_ros.av_context import PersonAVContext
+    from emotion_ros.perception.av_context import PersonAVContext
     ctx = PersonAVContext(frames=4, crop_px=32, audio_window_s=1.0, max_age_s=2.0)
     rgb = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     tracks = [(1, (10, 10, 60, 110)), (2, (80, 20, 150, 100))]
@@ -64,8 +64,8 @@ def av_pipeline(tmp_path_factory):
     import transformers
     transformers.utils.logging.disable_progress_bar()
     from emotion_ros.backends.audio_visual import AudioVisualOptions
-    from emotion_ros.config import from_mapping
-    from emotion_ros.pipeline import PerceptionConfig, PerceptionPipeline
+    from emotion_ros.config.schema import from_mapping
+    from emotion_ros.perception.pipeline import PerceptionConfig, PerceptionPipeline
     from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
     root = tmp_path_factory.mktemp('avrobot')
     bundle = write_random_av_bundle(save_tiny_llava(str(root / 'base')),
@@ -201,7 +201,7 @@ def test_bag_evaluation_pipeline_feeds_audio_to_the_audio_visual_backend(av_pipe
     """OfflinePipeline.on_audio (what the bag evaluation drives) reaches the backend's voice."""
     import dataclasses
     from emotion_ros.pipeline import OfflinePipeline
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.config.robot import load_robot_config
     from rosgraph import sample_frame
     robot = load_robot_config('config/robot.yaml')
     offline = OfflinePipeline(dataclasses.replace(robot, perception=av_pipeline.config))
@@ -228,7 +228,7 @@ def test_bag_evaluation_feeds_transcripts_and_fuses_the_audio_only_estimate(av_p
     import dataclasses
     from emotion_ros.audio.synth import build_stream, set_rms_dbfs, speak
     from emotion_ros.pipeline import OfflinePipeline
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.config.robot import load_robot_config
     robot = load_robot_config('config/robot.yaml')
     offline = OfflinePipeline(dataclasses.replace(robot, perception=av_pipeline.config))
     offline.perception = av_pipeline
@@ -286,7 +286,7 @@ def test_scoring_waits_briefly_for_the_audio_of_a_frame():
     after the timeout while it does not come; no wait at all without a live microphone."""
     import threading
     import time
-    from emotion_ros.av_context import PersonAVContext
+    from emotion_ros.perception.av_context import PersonAVContext
     ctx = PersonAVContext(audio_window_s=4.0, max_age_s=3.0)
     begun = time.monotonic()
     assert not ctx.wait_for_audio(5.0, 30.0)  # no microphone: returns at once

@@ -12,7 +12,7 @@ from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import CompressedImage, Image
 
 from conftest import wait_until
-from emotion_ros.image_codec import encode_jpeg
+from emotion_ros.perception.image_codec import encode_jpeg
 from emotion_ros.ros import conversions
 from rosgraph import params, sample_frame
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import wait_until
-from emotion_ros import bags
-from emotion_ros.bags import BagWriter, project_typestore
+from emotion_ros.evaluation import bags
+from emotion_ros.evaluation.bags import BagWriter, project_typestore
 
 pytest.importorskip('rclpy')
 START = 2000.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import wait_until
-from emotion_ros import bags
-from emotion_ros.bags import BagWriter, project_typestore
+from emotion_ros.evaluation import bags
+from emotion_ros.evaluation.bags import BagWriter, project_typestore
 
 
 def test_bag_corrupt_part_way_exits_1_naming_it(tmp_path, start_node, ros_node):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion_ros import bags
-from emotion_ros.bags import BagReader, BagWriter, project_typestore
-from emotion_ros.bagtools import make_bag, MakeBagOptions
+from emotion_ros.evaluation import bags
+from emotion_ros.evaluation.bags import BagReader, BagWriter, project_typestore
+from emotion_ros.evaluation.bagtools import make_bag, MakeBagOptions
 from emotion_ros.errors import InputError
 from emotion_ros.evaluation.inputs import (audio_info_format, AudioDecoder,
                                            decode_image_message)
@@ -384,7 +384,7 @@ def test_bag_info_and_make_bag_commands(tmp_path, capsys):
     """`emotion-ros make-bag` writes a bag and `bag-info` describes it (text and JSON)."""
     import cv2
 
-    from emotion_ros.cli import main
+    from emotion_ros.evaluation.cli import main
     cv2.imwrite(str(tmp_path / 'still.png'), np.zeros((48, 64, 3), np.uint8))
     out = tmp_path / 'cli_bag'
     assert main(['make-bag', str(out), '--camera', f"{tmp_path / 'still.png'}@2",
@@ -405,7 +405,8 @@ def test_bag_info_and_make_bag_commands(tmp_path, capsys):
 def test_bag_modules_do_not_load_ros_or_torch():
     """The bag, evaluation and command modules import without rclpy, message packages or torch."""
     code = ('import sys\n'
-            'import emotion_ros.bags, emotion_ros.bagtools, emotion_ros.cli\n'
+            'import emotion_ros.evaluation.bags, emotion_ros.evaluation.bagtools\n'
+            'import emotion_ros.evaluation.cli\n'
             'import emotion_ros.evaluation, emotion_ros.evaluation.runner\n'
             'import emotion_ros.evaluation.report, emotion_ros.evaluation.live\n'
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'torch')\n"

@@ -8,7 +8,7 @@ import emotion_ros
 
 ALGORITHM_MODULES = sorted(
     m.name for m in pkgutil.walk_packages(emotion_ros.__path__, 'emotion_ros.')
-    if not m.name.startswith('emotion_ros.ros') and m.name != 'emotion_ros.cli')
+    if not m.name.startswith('emotion_ros.ros') and m.name != 'emotion_ros.evaluation.cli')
 
 
 def test_algorithm_modules_do_not_load_rclpy():

@@ -7,10 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from emotion_ros.config import from_mapping
-from emotion_ros.detection import (
-    AutoDetector, body_box_from_face, create_detector, DEFAULT_YOLO_WEIGHTS, DetectorConfig,
-    FaceAnchoredDetector, FaceFinder, HogDetector, iou_matrix, nms, YoloDetector)
+from emotion_ros.config.schema import from_mapping
+from emotion_ros.perception.detectors.auto import AutoDetector
+from emotion_ros.perception.detectors.base import (body_box_from_face, DEFAULT_YOLO_WEIGHTS,
+                                                   DetectorConfig, iou_matrix, nms)
+from emotion_ros.perception.detectors.face import FaceAnchoredDetector
+from emotion_ros.perception.detectors.faces import FaceFinder
+from emotion_ros.perception.detectors.factory import create_detector
+from emotion_ros.perception.detectors.hog import HogDetector
+from emotion_ros.perception.detectors.yolo import YoloDetector
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.sample_media import load_sample
 
@@ -214,7 +219,7 @@ def test_auto_falls_back_to_face_and_says_why(monkeypatch, caplog, photos, tmp_p
     det = create_detector(DetectorConfig(type='auto'))
     assert isinstance(det, AutoDetector) and det.name == 'auto'
     assert det.explicit_yolo_request() == []
-    with caplog.at_level(logging.WARNING, logger='emotion_ros.detection'):
+    with caplog.at_level(logging.WARNING, logger='emotion_ros.perception.detectors.auto'):
         det.load()
     assert det.name.startswith('face:') and DEFAULT_YOLO_WEIGHTS in det.fallback_reason
     assert 'YOLO_OFFLINE' in det.fallback_reason
@@ -258,7 +263,8 @@ def test_auto_prefers_yolo_when_it_loads():
 def test_detection_import_is_light():
     """Importing the vision modules loads no rclpy, torch, ultralytics or mediapipe."""
     code = ('import sys\n'
-            'import emotion_ros.detection, emotion_ros.tracking, emotion_ros.backends.light\n'
+            'import emotion_ros.perception.detectors.factory, emotion_ros.perception.tracking\n'
+            'import emotion_ros.backends.light\n'
             "heavy = ('rclpy', 'torch', 'ultralytics', 'mediapipe', 'ai_edge_litert', 'facex')\n"
             'bad = [m for m in heavy if m in sys.modules]\n'
             'sys.exit(str(bad) if bad else 0)\n')
@@ -269,7 +275,7 @@ def test_detection_import_is_light():
 
 def test_whole_frame_detector_gives_the_whole_image():
     """detector.type frame: one box covering each image exactly, at any size; bad input named."""
-    from emotion_ros.detection import WholeFrameDetector
+    from emotion_ros.perception.detectors.frame import WholeFrameDetector
     det = create_detector(DetectorConfig(type='frame'))
     assert isinstance(det, WholeFrameDetector)
     with pytest.raises(RuntimeError, match='before load'):

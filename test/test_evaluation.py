@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion_ros import bags
-from emotion_ros.bags import BagWriter, project_typestore
-from emotion_ros.contract import CATEGORIES, CATEGORY_INDEX
+from emotion_ros.evaluation import bags
+from emotion_ros.evaluation.bags import BagWriter, project_typestore
+from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX
 from emotion_ros.errors import InputError
 from emotion_ros.evaluation.labels import labels_from_dict, load_labels
 from emotion_ros.evaluation.matching import iou, match_boxes
@@ -412,7 +412,7 @@ def test_killed_run_can_be_reported_from_its_records(tmp_path):
                           timeout=120)
     assert proc.returncode == -9, proc.stderr
     assert not (out / 'metrics.json').exists()
-    from emotion_ros.cli import main
+    from emotion_ros.evaluation.cli import main
     assert main(['evaluate', '--report-only', '--out', str(out), '--json']) == 0
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['status'] == 'killed' and not metrics['complete']
@@ -443,7 +443,7 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path):
 
 def test_command_line_help_and_errors(capsys):
     """`emotion-ros` lists its verbs, `evaluate --help` documents options, errors exit 1."""
-    from emotion_ros.cli import main
+    from emotion_ros.evaluation.cli import main
     with pytest.raises(SystemExit) as exit_:
         main(['--help'])
     assert exit_.value.code == 0
@@ -482,8 +482,8 @@ def test_scripted_scenario_with_the_real_pipeline(tmp_path, capsys):
 
     from emotion_ros.audio.cues import AudioCueExtractor
     from emotion_ros.audio.pcm import read_wav
-    from emotion_ros.cli import main
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.evaluation.cli import main
+    from emotion_ros.config.robot import load_robot_config
     box = _scenario_frames(tmp_path)
     wav = espeak_wav(tmp_path / 'help.wav', 'Help! Help me!')
     call = 3.0

@@ -33,7 +33,7 @@ def test_live_graph_agrees_with_offline(tmp_path):
     """Played into the running nodes, the scenario gives the offline alerts and recall."""
     from rosgraph import espeak_wav
 
-    from emotion_ros.cli import main
+    from emotion_ros.evaluation.cli import main
     box = _scenario_frames(tmp_path)
     wav = espeak_wav(tmp_path / 'help.wav', 'Help! Help me!')
     call = 2.5

@@ -17,7 +17,7 @@ def test_evaluate_writes_transcripts_and_the_report_lists_the_calls_heard(tmp_pa
     section listing them, so a team sees which calls were heard."""
     from rosgraph import espeak_wav
 
-    from emotion_ros.cli import main
+    from emotion_ros.evaluation.cli import main
     from emotion_ros.evaluation.records import read_jsonl, TranscriptRecord
     box = _scenario_frames(tmp_path)
     call = espeak_wav(tmp_path / 'help.wav', 'Help! Help me!')

@@ -17,7 +17,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from conftest import wait_until
-from emotion_ros.ros.node_utils import NodeExecutor
+from emotion_ros.ros.executor import NodeExecutor
 
 
 def _busy(seconds):

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from emotion_ros import incidents as inc
-from emotion_ros.config import from_mapping
-from emotion_ros.contract import CATEGORY_INDEX, NUM_CATEGORIES
+from emotion_ros.fusion import incidents as inc
+from emotion_ros.config.schema import from_mapping
+from emotion_ros.llm.contract import CATEGORY_INDEX, NUM_CATEGORIES
 from emotion_ros.errors import ConfigError
-from emotion_ros.fusion import DistressFusion, FusionConfig
+from emotion_ros.fusion.distress import DistressFusion, FusionConfig
 from emotion_ros.types import (Alert, AudioCueResult, EmotionOutput, FrameResult,
                                LEVEL_DISTRESS, LEVEL_EMERGENCY, LEVEL_WATCH, PersonEstimate,
                                Position, Transcript)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from emotion_ros.errors import InputError
-from emotion_ros.image_codec import (
-    clip_box, crop, decode_compressed, decode_image, ENCODE_ENCODINGS, encode_image,
-    encode_jpeg, RAW_ENCODINGS)
+from emotion_ros.perception.image_codec import (clip_box, crop, decode_compressed, decode_image,
+                                                ENCODE_ENCODINGS, encode_image, encode_jpeg,
+                                                RAW_ENCODINGS)
 from emotion_ros.sample_media import load_sample
 
 
@@ -220,7 +220,7 @@ def test_crop_margin_clipping_and_outside_boxes():
 
 def test_codec_import_is_ros_free_and_light():
     """Importing image_codec in a fresh interpreter loads neither rclpy nor torch."""
-    code = ('import sys, emotion_ros.image_codec, emotion_ros.sample_media\n'
+    code = ('import sys, emotion_ros.perception.image_codec, emotion_ros.sample_media\n'
             "bad = [m for m in ('rclpy', 'torch', 'mediapipe') if m in sys.modules]\n"
             'sys.exit(str(bad) if bad else 0)\n')
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,

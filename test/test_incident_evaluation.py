@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion_ros.bags import BagReader
-from emotion_ros.bagtools import make_bag, MakeBagOptions
+from emotion_ros.evaluation.bags import BagReader
+from emotion_ros.evaluation.bagtools import make_bag, MakeBagOptions
 from emotion_ros.errors import InputError
 from emotion_ros.evaluation.labels import labels_from_dict, labels_to_dict
 from emotion_ros.evaluation.records import AlertRecord
 from emotion_ros.evaluation.runner import camera_model_from_msg, depth_from_msg, evaluate, \
     RunOptions
 from emotion_ros.evaluation.scoring import Scorer
-from emotion_ros.localization import LocalizationConfig, locate
+from emotion_ros.perception.localization import LocalizationConfig, locate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'config' / 'robot.yaml'
@@ -136,8 +136,8 @@ def test_evaluate_scores_incidents_on_a_bag_with_depth(tmp_path):
     import cv2
     from emotion_ros.sample_media import sample_images
     from rosgraph import espeak_wav
-    from emotion_ros.pipeline import PerceptionPipeline
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.perception.pipeline import PerceptionPipeline
+    from emotion_ros.config.robot import load_robot_config
     rgb = cv2.resize(cv2.imread(str(sample_images()['zidane'])), (640, 360))[:, :, ::-1]
     photo = tmp_path / 'zidane.png'
     cv2.imwrite(str(photo), rgb[:, :, ::-1])

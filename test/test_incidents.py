@@ -8,10 +8,10 @@ import numpy as np
 from emotion_ros_msgs.msg import DistressAlert, Incident, IncidentArray
 from visualization_msgs.msg import Marker
 
-from emotion_ros import incidents as inc
+from emotion_ros.fusion import incidents as inc
 from emotion_ros import types
-from emotion_ros.contract import CATEGORY_INDEX, NUM_CATEGORIES
-from emotion_ros.fusion import DistressFusion, FusionConfig
+from emotion_ros.llm.contract import CATEGORY_INDEX, NUM_CATEGORIES
+from emotion_ros.fusion.distress import DistressFusion, FusionConfig
 from emotion_ros.ros import conversions
 from emotion_ros.ros.markers import incident_markers
 from emotion_ros.types import (EmotionOutput, FrameResult, PersonEstimate, Position,

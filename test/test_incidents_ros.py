@@ -11,7 +11,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
 from conftest import wait_until
-from emotion_ros.contract import CATEGORY_INDEX, NUM_CATEGORIES
+from emotion_ros.llm.contract import CATEGORY_INDEX, NUM_CATEGORIES
 from emotion_ros.ros import conversions
 from emotion_ros.types import (AudioCueResult, EmotionOutput, FrameResult, LEVEL_DISTRESS,
                                LEVEL_EMERGENCY, PersonEstimate, Position)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emotion_ros.config import flatten, nested_to_flat
+from emotion_ros.config.schema import flatten, nested_to_flat
 from emotion_ros.errors import ConfigError
-from emotion_ros.node_config import NODE_CONFIGS
-from emotion_ros.robot_config import load_node_config, load_robot_config, read_params_file
+from emotion_ros.config.nodes import NODE_CONFIGS
+from emotion_ros.config.robot import load_node_config, load_robot_config, read_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'robot.launch.py'

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from emotion_ros.backends import create_backend
-from emotion_ros.backends.light import (
-    CATEGORY_WEIGHTS, FACEX_CLASSES, LightBackend, LightOptions, map_expression,
-    mapping_matrices, vad_1_9_to_1_10, VAD_NORMS_1_9)
-from emotion_ros.config import from_mapping
-from emotion_ros.contract import CATEGORIES, CATEGORY_INDEX, DISTRESS_CATEGORIES
+from emotion_ros.backends.light import (CATEGORY_WEIGHTS, FACEX_CLASSES, LightBackend,
+                                        LightOptions, map_expression, mapping_matrices,
+                                        vad_1_9_to_1_10, VAD_NORMS_1_9)
+from emotion_ros.config.schema import from_mapping
+from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, DISTRESS_CATEGORIES
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.sample_media import load_sample
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from emotion_ros.backends.base import create_backend
+from emotion_ros.backends.factory import create_backend
 from emotion_ros.backends.llava import LlavaBackend, LlavaOptions
-from emotion_ros.config import from_mapping
+from emotion_ros.config.schema import from_mapping
 from emotion_ros.errors import BundleMismatchError, ConfigError, InputError, ModelLoadError
 
 torch = pytest.importorskip('torch')

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from emotion_ros.config import from_mapping
+from emotion_ros.config.schema import from_mapping
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.localization import (CameraModel, depth_to_metres, LocalizationConfig, locate,
-                                      transform_position)
+from emotion_ros.perception.localization import (CameraModel, depth_to_metres, LocalizationConfig,
+                                                 locate, transform_position)
 from emotion_ros.types import Position
 
 K = (525.0, 0.0, 319.5, 0.0, 525.0, 239.5, 0.0, 0.0, 1.0)

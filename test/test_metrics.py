@@ -1,4 +1,4 @@
-"""Tests of emotion_ros.metrics against scikit-learn and hand-computed values."""
+"""Tests of emotion_ros.evaluation.metrics against scikit-learn and hand-computed values."""
 
 import math
 import subprocess
@@ -12,8 +12,9 @@ from sklearn.metrics import precision_recall_curve as sk_precision_recall_curve
 
 from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.errors import InputError
-from emotion_ros.metrics import average_precision, mean_average_precision
-from emotion_ros.metrics import precision_recall_curve, precision_recall_thresholds, vad_mae
+from emotion_ros.evaluation.metrics import average_precision, mean_average_precision
+from emotion_ros.evaluation.metrics import (precision_recall_curve, precision_recall_thresholds,
+                                            vad_mae)
 
 
 def _random_case(seed):
@@ -169,7 +170,7 @@ def test_thresholds_where_precision_equals_recall():
 
 def test_metrics_module_is_light():
     """Importing the metrics and person view pulls in neither sklearn, torch nor rclpy."""
-    code = ('import sys, emotion_ros.metrics, emotion_ros.llm.person_view; '
+    code = ('import sys, emotion_ros.evaluation.metrics, emotion_ros.llm.person_view; '
             'bad = [m for m in ("sklearn", "torch", "rclpy", "scipy") if m in sys.modules]; '
             'sys.exit(1 if bad else 0)')
     assert subprocess.run([sys.executable, '-c', code], check=False).returncode == 0
@@ -179,7 +180,7 @@ def test_mer_and_dfew_metrics_equal_sklearn_on_random_inputs():
     """Accuracy, weighted/macro F1, UAR, WAR and the confusion matrix equal scikit-learn's."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
     from sklearn.metrics import confusion_matrix as sk_confusion
-    from emotion_ros.metrics import classification_metrics
+    from emotion_ros.evaluation.metrics import classification_metrics
     checked = 0
     for seed in range(200):
         rng = np.random.default_rng(seed)
@@ -208,7 +209,7 @@ def test_mer_and_dfew_metrics_equal_sklearn_on_random_inputs():
 
 def test_classification_metrics_reject_bad_inputs():
     """Lengths, dtypes and class ranges that do not fit are InputErrors naming the problem."""
-    from emotion_ros.metrics import classification_metrics
+    from emotion_ros.evaluation.metrics import classification_metrics
     with pytest.raises(InputError, match='equal length'):
         classification_metrics([0, 1], [0], 2)
     with pytest.raises(InputError, match='0..1'):

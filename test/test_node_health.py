@@ -1,4 +1,4 @@
-"""The error boundary and run-time parameter API of node_utils, on real rclpy nodes.
+"""The error boundary (ros.health) and run-time parameters (ros.params), on real rclpy nodes.
 
 Callbacks that raise are counted and put the node's /diagnostics at ERROR with the
 reason (then recover); transitions return FAILURE and hold ERROR; services answer
@@ -24,10 +24,11 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 
 from conftest import ROOT, wait_until
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, ModelLoadError
-from emotion_ros.ros.node_utils import (boundary, declare_config, describe_error, Diagnostics,
-                                        install_hint, NodeHealth, reload_config)
+from emotion_ros.ros.diagnostics import Diagnostics
+from emotion_ros.ros.health import boundary, describe_error, install_hint, NodeHealth
+from emotion_ros.ros.params import declare_config, reload_config
 
 
 @dataclasses.dataclass(frozen=True)

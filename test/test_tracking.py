@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from emotion_ros.config import from_mapping
-from emotion_ros.detection import iou_matrix
+from emotion_ros.config.schema import from_mapping
+from emotion_ros.perception.detectors.base import iou_matrix
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.tracking import PersonTracker, Track, TrackerConfig
+from emotion_ros.perception.tracking import PersonTracker, Track, TrackerConfig
 from emotion_ros.types import Detection
 
 

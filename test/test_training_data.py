@@ -14,7 +14,7 @@ from PIL import Image
 
 from emotion_ros.llm.contract import BOX_COLOR_RGB, CATEGORIES, format_answer, parse_answer
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.metrics import mean_average_precision, vad_mae
+from emotion_ros.evaluation.metrics import mean_average_precision, vad_mae
 from emotion_ros.llm.person_view import PAD_COLOR_RGB, render_person
 from training.data import PersonRecord, categories_to_vector, detect_format, label_matrix
 from training.data import load_dataset, load_image_rgb, vad_matrix, write_jsonl
@@ -489,7 +489,7 @@ def test_build_sample_answers_follow_the_contract(tmp_path):
 def test_data_modules_import_without_ros_or_heavy_libraries():
     """The data modules import neither rclpy nor torch, transformers, scipy or PIL at load."""
     code = ('import sys, training, training.data, training.emotic, training.synthetic, '
-            'training.samples, emotion_ros.llm.person_view, emotion_ros.metrics; '
+            'training.samples, emotion_ros.llm.person_view, emotion_ros.evaluation.metrics; '
             'bad = [m for m in ("rclpy", "torch", "transformers", "scipy", "PIL") '
             'if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,

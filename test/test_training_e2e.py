@@ -119,7 +119,7 @@ def test_evaluation_command_reproduces_the_training_validation(trained):
 def test_evaluation_report_on_test_with_validation_thresholds(trained):
     """The test report has mAP, per-category AP, VAD MAE, val thresholds, Markdown and plots."""
     from emotion_ros.llm.contract import CATEGORIES
-    from emotion_ros.metrics import mean_average_precision
+    from emotion_ros.evaluation.metrics import mean_average_precision
     out = trained['root'] / 'eval_test'
     assert _main(['evaluate', '--data-root', trained['data'], '--bundle', trained['bundle'],
                   '--out', str(out), '--device', 'cpu', '--no-progress',

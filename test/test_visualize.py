@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from emotion_ros.contract import NUM_CATEGORIES
+from emotion_ros.llm.contract import NUM_CATEGORIES
 from emotion_ros.types import EmotionOutput, PersonEstimate
-from emotion_ros.visualize import draw_persons
+from emotion_ros.perception.visualize import draw_persons
 
 
 def test_draw_persons_marks_boxes_and_keeps_input():

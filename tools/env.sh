@@ -14,6 +14,8 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( ($$ % 100) + 101 ))}
 export ROS_LOG_DIR=${ROS_LOG_DIR:-$_er_root/build/ros_log}
 export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_er_root/tools/fastdds_loopback.xml}
 export EMOTION_ROS_ROOT=$_er_root
+# This checkout's code first (the venv's editable install may point at another clone).
+export PYTHONPATH="$_er_root${PYTHONPATH:+:$PYTHONPATH}"
 # Never reach a model hub from here (users' machines may unset these).
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 export YOLO_OFFLINE=${YOLO_OFFLINE:-1}

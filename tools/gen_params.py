@@ -12,8 +12,8 @@ import os
 import textwrap
 from typing import Any, Dict
 
-from emotion_ros.config import defaults, flatten
-from emotion_ros.node_config import NODE_CONFIGS
+from emotion_ros.config.schema import defaults, flatten
+from emotion_ros.config.nodes import NODE_CONFIGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Section keys match the node name in any namespace (rcl parameter-file wildcards).

@@ -55,7 +55,7 @@ def evaluate_av(args: Any) -> Dict[str, Any]:
     from tqdm.auto import tqdm
     from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
     from emotion_ros.llm.labels import label_set as classes_of
-    from emotion_ros.metrics import classification_metrics, mean_average_precision
+    from emotion_ros.evaluation.metrics import classification_metrics, mean_average_precision
     from training.av_data import AVSampleSet, load_av_records
     out_dir = args.out
     if os.path.exists(os.path.join(out_dir, 'report.json')) and not args.overwrite:

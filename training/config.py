@@ -19,7 +19,7 @@ import os
 import typing
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from emotion_ros.config import field, from_mapping
+from emotion_ros.config.schema import field, from_mapping
 from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS
 from emotion_ros.errors import ConfigError
 from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE

@@ -7,7 +7,7 @@ base model, on a split of any supported dataset:
 * **mAP** over the 26 categories (per-category average precision over the
   split's persons, identical to ``sklearn.metrics.average_precision_score``;
   categories without a positive are excluded from the mean, as EMOTIC's
-  benchmark code does: see :mod:`emotion_ros.metrics`);
+  benchmark code does: see :mod:`emotion_ros.evaluation.metrics`);
 * the per-category AP table; **VAD MAE** on 1-10;
 * **thresholds where precision equals recall, chosen on the validation split**
   and applied unchanged to the evaluated split (precision/recall/F1 there);
@@ -162,8 +162,8 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         InputError: for a dataset with too many unusable persons.
     """
     from emotion_ros.backends.llava import LlavaBackend, LlavaOptions
-    from emotion_ros.metrics import mean_average_precision, precision_recall_thresholds
-    from emotion_ros.metrics import vad_mae, NO_POSITIVE_RULE
+    from emotion_ros.evaluation.metrics import mean_average_precision, precision_recall_thresholds
+    from emotion_ros.evaluation.metrics import vad_mae, NO_POSITIVE_RULE
     if args.zero_shot == bool(args.bundle):
         raise ConfigError('give either --bundle PATH or --zero-shot (with --base-model)')
     if args.zero_shot and not args.base_model:
@@ -341,7 +341,7 @@ def _plots(out_dir: str, report: Dict[str, Any], labels: np.ndarray, result: Dic
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    from emotion_ros.metrics import precision_recall_curve
+    from emotion_ros.evaluation.metrics import precision_recall_curve
     aps = [report['per_category_ap'].get(c, math.nan) for c in CATEGORIES]
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.bar(range(len(CATEGORIES)), [0 if math.isnan(a) else 100 * a for a in aps])

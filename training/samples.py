@@ -1,7 +1,7 @@
 """Training samples: a person's image view, the prompt and the target answer.
 
 Everything the model sees or is asked to say comes from the shared contract
-(:mod:`emotion_ros.contract`: prompts, answer format, VAD words) and the
+(:mod:`emotion_ros.llm.contract`: prompts, answer format, VAD words) and the
 shared :func:`emotion_ros.llm.person_view.render_person`, so that training and the
 robot cannot drift apart. Two targets, as in the poster's ablation:
 

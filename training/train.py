@@ -282,8 +282,8 @@ def split_metrics(result: Dict[str, Any], with_vad: bool,
     With a discrete label set, also accuracy, weighted F1, UAR, WAR and the
     confusion matrix over the samples that have a discrete label.
     """
-    from emotion_ros.metrics import mean_average_precision, precision_recall_thresholds
-    from emotion_ros.metrics import vad_mae
+    from emotion_ros.evaluation.metrics import mean_average_precision, precision_recall_thresholds
+    from emotion_ros.evaluation.metrics import vad_mae
     labels = result['labels']
     mean_ap, per_category = mean_average_precision(labels, result['scores'])
     thresholds = precision_recall_thresholds(labels, result['scores'])
@@ -302,7 +302,7 @@ def split_metrics(result: Dict[str, Any], with_vad: bool,
             if known.any() else {'mean': math.nan}
     if label_set and 'discrete_true' in result:
         from emotion_ros.llm.labels import label_set as classes_of
-        from emotion_ros.metrics import classification_metrics
+        from emotion_ros.evaluation.metrics import classification_metrics
         known = result['discrete_true'] >= 0
         if known.any():
             classes = classes_of(label_set)

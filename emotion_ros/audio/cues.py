@@ -32,7 +32,7 @@ from emotion_ros.audio.pcm import check_rate_channels
 from emotion_ros.audio.segmenter import Utterance, UtteranceSegmenter
 from emotion_ros.audio.whisper import parse_whisper_phrases, WhisperDetector
 from emotion_ros.audio.vad import VAD_BACKENDS, VAD_FRAME, create_vad
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.types import AudioCueResult
 

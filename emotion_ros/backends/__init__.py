@@ -1,5 +1,6 @@
 """Emotion model backends behind one interface, chosen by config."""
 
-from emotion_ros.backends.base import create_backend, EmotionBackend, register_backend
+from emotion_ros.backends.base import EmotionBackend
+from emotion_ros.backends.factory import create_backend, register_backend
 
 __all__ = ['EmotionBackend', 'create_backend', 'register_backend']

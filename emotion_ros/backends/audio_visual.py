@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from emotion_ros.backends.base import EmotionBackend
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.errors import BundleMismatchError, ConfigError, ModelLoadError
 from emotion_ros.llm.contract import NUM_CATEGORIES, PROMPTS
 from emotion_ros.types import Box, EmotionOutput
@@ -294,7 +294,7 @@ class AudioVisualBackend(EmotionBackend):
 
     def make_context(self) -> Any:
         """A :class:`PersonAVContext` sized by the bundle's layout and these options."""
-        from emotion_ros.av_context import PersonAVContext
+        from emotion_ros.perception.av_context import PersonAVContext
         layout = self.layout
         return PersonAVContext(frames=layout.video_frames, crop_px=self.options.crop_px,
                                audio_window_s=layout.audio_window_s,

@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from emotion_ros.backends.base import EmotionBackend
-from emotion_ros.config import field
-from emotion_ros.contract import CATEGORIES, VAD_MAX, VAD_MIN
+from emotion_ros.config.schema import field
+from emotion_ros.llm.contract import CATEGORIES, VAD_MAX, VAD_MIN
 from emotion_ros.errors import InputError, ModelLoadError
 from emotion_ros.types import Box, EmotionOutput
 
@@ -230,7 +230,7 @@ class LightBackend(EmotionBackend):
                 f'shape {want} and {len(FACEX_CLASSES)} outputs, got inputs '
                 f'{[(list(d["shape"]), np.dtype(d["dtype"]).name) for d in inp]} and outputs '
                 f'{[list(d["shape"]) for d in out]}')
-        from emotion_ros.detection import FaceFinder
+        from emotion_ros.perception.detectors.faces import FaceFinder
 
         # Full-range first: its boxes (forehead to chin) are closest to the Haar
         # cascade boxes the facex package crops with; the short-range model
@@ -266,7 +266,7 @@ class LightBackend(EmotionBackend):
         Raises:
             InputError: for a box with NaN coordinates.
         """
-        from emotion_ros.image_codec import clip_box
+        from emotion_ros.perception.image_codec import clip_box
 
         if self._faces is None:
             raise RuntimeError('LightBackend.find_face() called before load()')
@@ -371,7 +371,7 @@ class LightBackend(EmotionBackend):
         """
         import time
 
-        from emotion_ros.detection import check_rgb
+        from emotion_ros.perception.detectors.base import check_rgb
 
         check_rgb(image_rgb)
         if not self.loaded:
@@ -402,7 +402,7 @@ class LightBackend(EmotionBackend):
         Raises:
             InputError: for a malformed image or box.
         """
-        from emotion_ros.detection import check_rgb
+        from emotion_ros.perception.detectors.base import check_rgb
 
         check_rgb(image_rgb)
         faces = [self.find_face(image_rgb, b) for b in boxes]

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from emotion_ros.backends.base import EmotionBackend
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, ModelLoadError
 from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, NUM_CATEGORIES, PROMPTS
 from emotion_ros.llm.encoding import encode_prompt, image_token_count, left_pad

@@ -16,7 +16,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from emotion_ros.bags import AUDIO_FRAME_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, stamp_seconds
+from emotion_ros.evaluation.bags import (AUDIO_FRAME_TYPE, COMPRESSED_IMAGE_TYPE, IMAGE_TYPE,
+                                         stamp_seconds)
 from emotion_ros.errors import InputError
 
 # PortAudio sample format codes used by mgonzs13's audio_common AudioInfo.format.
@@ -31,7 +32,7 @@ def decode_image_message(msg: Any, msgtype: str) -> np.ndarray:
         InputError: from the image codec (encoding, size, corrupt data), or
             ``image_type`` for another message type.
     """
-    from emotion_ros.image_codec import decode_compressed, decode_image
+    from emotion_ros.perception.image_codec import decode_compressed, decode_image
     if msgtype == IMAGE_TYPE:
         return decode_image(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
                             msg.data, is_bigendian=bool(msg.is_bigendian))

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from emotion_ros.contract import CATEGORIES, VAD_MAX, VAD_MIN
+from emotion_ros.llm.contract import CATEGORIES, VAD_MAX, VAD_MIN
 from emotion_ros.errors import InputError
 from emotion_ros.types import Box
 

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from emotion_ros.bags import AUDIO_FRAME_TYPE, BagReader, COMPRESSED_IMAGE_TYPE
+from emotion_ros.evaluation.bags import AUDIO_FRAME_TYPE, BagReader, COMPRESSED_IMAGE_TYPE
 from emotion_ros.errors import EmotionRosError, InputError
 from emotion_ros.evaluation.labels import load_labels
 from emotion_ros.evaluation.records import (ALERTS_FILE, AlertRecord, CUES_FILE, CueRecord,
@@ -119,7 +119,7 @@ class _Recorder:
     def __init__(self, node: Any) -> None:
         from emotion_ros_msgs.msg import AudioCues, DistressAlert, PersonEmotionArray, Transcript
 
-        from emotion_ros.ros.node_utils import reliability_qos
+        from emotion_ros.ros.qos import reliability_qos
         qos = reliability_qos('reliable', depth=200)
         self.persons: List[Tuple[Any, float]] = []
         self.cues: List[Tuple[Any, float]] = []
@@ -211,10 +211,10 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
     import rclpy
     from rclpy.parameter import Parameter
 
-    from emotion_ros.robot_config import load_robot_config
+    from emotion_ros.config.robot import load_robot_config
     from emotion_ros.ros import conversions
     from emotion_ros.ros.bag_player_node import BagPlayer, message_class
-    from emotion_ros.ros.node_utils import NodeExecutor
+    from emotion_ros.ros.executor import NodeExecutor
 
     bag, labels_path, config, out = Path(bag), Path(labels), str(config), Path(out)
     robot = load_robot_config(config)

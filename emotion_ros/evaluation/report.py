@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES
+from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.evaluation.labels import Labels
 from emotion_ros.evaluation.records import (ALERTS_FILE, AlertRecord, FRAMES_FILE, read_jsonl,
                                             SCORES_FILE)
@@ -79,7 +79,7 @@ def _plt() -> Any:
 def plot_pr_curves(path: Path, arrays: Optional[Tuple[np.ndarray, np.ndarray]],
                    per_category_ap: Dict[str, Optional[float]]) -> None:
     """One precision-recall panel per EMOTIC category."""
-    from emotion_ros.metrics import precision_recall_curve
+    from emotion_ros.evaluation.metrics import precision_recall_curve
     plt = _plt()
     fig, axes = plt.subplots(6, 5, figsize=(15, 17), sharex=True, sharey=True)
     for k, ax in enumerate(axes.flat):

@@ -25,8 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-from emotion_ros.bags import (AUDIO_COMMON_TYPES, AUDIO_INFO_TYPE, AUDIO_TYPES, BagInfo,
-                              BagReader, IMAGE_TYPES, stamp_seconds)
+from emotion_ros.evaluation.bags import (AUDIO_COMMON_TYPES, AUDIO_INFO_TYPE, AUDIO_TYPES, BagInfo,
+                                         BagReader, IMAGE_TYPES, stamp_seconds)
 from emotion_ros.errors import InputError
 from emotion_ros.evaluation.inputs import (audio_info_format, AudioDecoder,
                                            decode_image_message, RawAudioFormat)
@@ -273,7 +273,7 @@ class EvaluationRun:
                 anything is replayed; any error during the replay after the
                 partial results were written (``progress.json`` says failed).
         """
-        from emotion_ros.robot_config import load_node_config, load_robot_config
+        from emotion_ros.config.robot import load_node_config, load_robot_config
         labels = load_labels(self.labels_path)
         # Kept in memory: --overwrite may clear the very folder the labels came from.
         self._labels_text = self.labels_path.read_bytes()
@@ -606,7 +606,7 @@ def report_from_dir(out: PathLike) -> Dict[str, Any]:
         labels_path = Path(run['labels'])
     labels = load_labels(labels_path).resolve(run['bag']['start_s'], run['bag']['duration_s'],
                                               run['eval_config']['label_time_tolerance_s'])
-    from emotion_ros.config import from_mapping
+    from emotion_ros.config.schema import from_mapping
     eval_config = from_mapping(EvalConfig, run['eval_config'])
     scorer = Scorer(labels, eval_config)
     last_t = 0.0
@@ -650,7 +650,7 @@ __all__ = ['EvaluationRun', 'RunOptions', 'choose_topics', 'default_pipeline', '
 
 def camera_model_from_msg(msg: Any) -> Any:
     """A CameraModel from a deserialised sensor_msgs/CameraInfo (InputError when invalid)."""
-    from emotion_ros.localization import CameraModel
+    from emotion_ros.perception.localization import CameraModel
     return CameraModel(list(msg.k), list(msg.d), msg.distortion_model, int(msg.width),
                        int(msg.height), msg.header.frame_id)
 
@@ -659,7 +659,7 @@ def depth_from_msg(msg: Any) -> Any:
     """Metres (NaN invalid) from a deserialised 16UC1/32FC1 sensor_msgs/Image."""
     import numpy as np
 
-    from emotion_ros.localization import depth_to_metres
+    from emotion_ros.perception.localization import depth_to_metres
     dtype = {'16UC1': '<u2', 'mono16': '<u2', '32FC1': '<f4'}.get(msg.encoding)
     if dtype is None:
         return depth_to_metres(msg.encoding, np.zeros((1, 1)))  # raises, naming it

@@ -29,8 +29,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.config import field
-from emotion_ros.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES
+from emotion_ros.config.schema import field
+from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES
 from emotion_ros.evaluation.labels import Labels
 from emotion_ros.evaluation.matching import match_boxes
 from emotion_ros.evaluation.records import AlertRecord, FrameRecord
@@ -165,7 +165,7 @@ class Scorer:
 
     def emotion_metrics(self) -> Dict[str, Any]:
         """mAP, per-category AP and VAD errors over matched (person, frame) samples."""
-        from emotion_ros.metrics import mean_average_precision, vad_mae
+        from emotion_ros.evaluation.metrics import mean_average_precision, vad_mae
         out: Dict[str, Any] = {'samples': self._samples,
                                'vad_samples': len(self._vad_true) // 3}
         arrays = self.emotion_arrays()

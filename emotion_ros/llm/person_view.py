@@ -1,6 +1,6 @@
 """How one person of an image is shown to the emotion model (train and serve alike).
 
-Two views (``emotion_ros.contract.PERSON_VIEWS``):
+Two views (``emotion_ros.llm.contract.PERSON_VIEWS``):
 
 * ``'box'``: the whole image with a red box drawn around the person, as in the
   poster ("the person in the red box"), so the model sees the context;

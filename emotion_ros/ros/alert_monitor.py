@@ -26,9 +26,10 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from emotion_ros.incidents import COMMANDS
+from emotion_ros.fusion.incidents import COMMANDS
 from emotion_ros.ros import conversions
-from emotion_ros.ros.node_utils import reliability_qos, run_node
+from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.qos import reliability_qos
 
 INCIDENTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -28,10 +28,13 @@ from emotion_ros.audio.detectors import Transcript as DecodedUtterance
 from emotion_ros.audio.pcm import decode_pcm
 from emotion_ros.audio.stream_monitor import StreamMonitor
 from emotion_ros.errors import ConfigError, EmotionRosError, InputError
-from emotion_ros.node_config import AudioNodeConfig
+from emotion_ros.config.nodes import AudioNodeConfig
 from emotion_ros.ros import conversions
-from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
-                                        NodeHealth, RateMeter, reliability_qos, run_node)
+from emotion_ros.ros.diagnostics import Diagnostics, RateMeter
+from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.health import BadInputLog, boundary, NodeHealth
+from emotion_ros.ros.params import declare_config
+from emotion_ros.ros.qos import reliability_qos
 from emotion_ros.types import Transcript as TranscriptResult
 
 QUEUE_CHUNKS = 200  # bounded: ~20 s of 100 ms chunks

@@ -28,11 +28,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from emotion_ros.bags import BagReader
-from emotion_ros.config import field
+from emotion_ros.evaluation.bags import BagReader
+from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.ros.node_utils import (declare_config, describe_error, Diagnostics,
-                                        NodeHealth, reliability_qos)
+from emotion_ros.ros.diagnostics import Diagnostics
+from emotion_ros.ros.health import describe_error, NodeHealth
+from emotion_ros.ros.params import declare_config
+from emotion_ros.ros.qos import reliability_qos
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A perception node's camera geometry inputs: CameraInfo, aligned depth, tf2 (ROS glue).
 
-The geometry itself lives in :mod:`emotion_ros.localization` (no ROS). This
+The geometry itself lives in :mod:`emotion_ros.perception.localization` (no ROS). This
 class keeps the latest CameraInfo as a CameraModel, the latest aligned depth
 image, and transforms 3D positions into ``localization.fixed_frame`` with
 tf2_ros when that package is installed (it is on robots; it is not on PyPI).
@@ -20,8 +20,8 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from emotion_ros.errors import InputError
-from emotion_ros.localization import (CameraModel, depth_to_metres, LocalizationConfig,
-                                      transform_position)
+from emotion_ros.perception.localization import (CameraModel, depth_to_metres, LocalizationConfig,
+                                                 transform_position)
 from emotion_ros.ros.conversions import stamp_to_sec
 from emotion_ros.types import FrameResult
 

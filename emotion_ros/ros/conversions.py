@@ -14,9 +14,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from emotion_ros.audio.pcm import decode_pcm, encode_pcm
-from emotion_ros.contract import CATEGORIES, NUM_CATEGORIES
+from emotion_ros.llm.contract import CATEGORIES, NUM_CATEGORIES
 from emotion_ros.errors import InputError
-from emotion_ros.image_codec import decode_compressed, decode_image, encode_image
+from emotion_ros.perception.image_codec import decode_compressed, decode_image, encode_image
 from emotion_ros.types import (Alert, AudioCueResult, EmotionOutput, FrameResult,
                                LEVEL_NAMES as _LEVEL_NAMES, PersonEstimate, Position)
 from emotion_ros.types import Transcript as TranscriptResult
@@ -265,7 +265,7 @@ def alert_to_msg(alert: Alert, frame_id: str = '') -> DistressAlert:
 
 
 def incident_to_msg(incident) -> Incident:
-    """emotion_ros.incidents.Incident -> emotion_ros_msgs/Incident."""
+    """emotion_ros.fusion.incidents.Incident -> emotion_ros_msgs/Incident."""
     msg = Incident(header=make_header(incident.stamp, incident.frame_id), id=int(incident.id),
                    state=int(incident.state), level=int(incident.level),
                    score=float(incident.score), first_seen=sec_to_stamp(incident.first_seen),

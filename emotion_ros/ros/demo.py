@@ -57,7 +57,7 @@ def build_bag(path: Path) -> None:
     import cv2
     from rclpy.serialization import serialize_message
 
-    from emotion_ros.bags import BagWriter
+    from emotion_ros.evaluation.bags import BagWriter
     from emotion_ros.ros import conversions
     from emotion_ros.sample_media import sample_images
 

@@ -26,13 +26,16 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from visualization_msgs.msg import MarkerArray
 
 from emotion_ros.errors import InputError
-from emotion_ros.fusion import DistressFusion
-from emotion_ros.incidents import COMMANDS
-from emotion_ros.node_config import DistressNodeConfig
+from emotion_ros.fusion.distress import DistressFusion
+from emotion_ros.fusion.incidents import COMMANDS
+from emotion_ros.config.nodes import DistressNodeConfig
 from emotion_ros.ros import conversions
 from emotion_ros.ros.markers import incident_markers
-from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
-                                        NodeHealth, RateMeter, reliability_qos, run_node)
+from emotion_ros.ros.diagnostics import Diagnostics, RateMeter
+from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.health import BadInputLog, boundary, NodeHealth
+from emotion_ros.ros.params import declare_config
+from emotion_ros.ros.qos import reliability_qos
 from emotion_ros.types import Alert
 
 #: Parameters that shape publishers, timers and QoS: set them at start-up.

@@ -28,10 +28,13 @@ from rclpy.node import Node
 
 from emotion_ros.audio.sources import (AudioSource, SoundDeviceSource, SourceSupervisor,
                                        WavFileSource)
-from emotion_ros.node_config import MicrophoneNodeConfig
+from emotion_ros.config.nodes import MicrophoneNodeConfig
 from emotion_ros.ros import conversions
-from emotion_ros.ros.node_utils import (boundary, declare_config, Diagnostics, NodeHealth,
-                                        reliability_qos, run_node)
+from emotion_ros.ros.diagnostics import Diagnostics
+from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.health import boundary, NodeHealth
+from emotion_ros.ros.params import declare_config
+from emotion_ros.ros.qos import reliability_qos
 
 #: After a restart, diagnostics stay WARN until capture has run this long without failing.
 RECOVERED_WARN_S = 60.0

@@ -29,16 +29,18 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 from sensor_msgs.msg import CompressedImage, Image
 
-from emotion_ros.detection import FALLBACK_BLIND_SPOT
+from emotion_ros.perception.detectors.base import FALLBACK_BLIND_SPOT
 from emotion_ros.errors import EmotionRosError, InputError
-from emotion_ros.node_config import PerceptionNodeConfig
-from emotion_ros.pipeline import PerceptionPipeline
+from emotion_ros.config.nodes import PerceptionNodeConfig
+from emotion_ros.perception.pipeline import PerceptionPipeline
 from emotion_ros.ros import conversions
 from emotion_ros.ros.camera_inputs import camera_name, CameraInputs
-from emotion_ros.ros.node_utils import (BadInputLog, boundary, declare_config, Diagnostics,
-                                        NodeHealth, RateMeter, reliability_qos, reload_config,
-                                        run_node)
-from emotion_ros.visualize import draw_persons
+from emotion_ros.ros.diagnostics import Diagnostics, RateMeter
+from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.health import BadInputLog, boundary, NodeHealth
+from emotion_ros.ros.params import declare_config, reload_config
+from emotion_ros.ros.qos import reliability_qos
+from emotion_ros.perception.visualize import draw_persons
 
 #: Parameters read at configure: refused while the node is configured (clean up first).
 AT_CONFIGURE = ('image_transport', 'reliability', 'detector.', 'tracker.', 'emotion.',
@@ -254,7 +256,7 @@ class PerceptionNode(LifecycleNode):
         except InputError as exc:
             self.bad_inputs.report(exc.kind, str(exc))
             return
-        from emotion_ros.av_context import resample_to_16k
+        from emotion_ros.perception.av_context import resample_to_16k
         end = conversions.stamp_to_sec(msg.header.stamp) + samples.shape[0] / msg.sample_rate
         pipeline.feed_audio(resample_to_16k(samples, msg.sample_rate), end)
 

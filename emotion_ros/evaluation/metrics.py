@@ -27,7 +27,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES, VAD_MAX, VAD_MIN, VAD_NAMES
+from emotion_ros.llm.contract import CATEGORIES, VAD_MAX, VAD_MIN, VAD_NAMES
 from emotion_ros.errors import InputError
 
 NO_POSITIVE_RULE = ('categories without a positive in y_true have no defined AP: '

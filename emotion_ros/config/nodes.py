@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from emotion_ros.audio.cues import AudioCueConfig
-from emotion_ros.config import field, inline
-from emotion_ros.fusion import FusionConfig
-from emotion_ros.pipeline import PerceptionConfig
+from emotion_ros.config.schema import field, inline
+from emotion_ros.fusion.distress import FusionConfig
+from emotion_ros.perception.pipeline import PerceptionConfig
 
 RELIABILITY = ('best_effort', 'reliable')
 

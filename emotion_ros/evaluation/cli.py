@@ -19,11 +19,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # verb -> ('module:setup function', one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
-    'evaluate': ('emotion_ros.cli:setup_evaluate',
+    'evaluate': ('emotion_ros.evaluation.cli:setup_evaluate',
                  'replay a labelled bag through the pipeline and score it'),
-    'make-bag': ('emotion_ros.cli:setup_make_bag',
+    'make-bag': ('emotion_ros.evaluation.cli:setup_make_bag',
                  'make a labelled test bag from videos, images and WAV files'),
-    'bag-info': ('emotion_ros.cli:setup_bag_info',
+    'bag-info': ('emotion_ros.evaluation.cli:setup_bag_info',
                  'show what a bag holds (storage, duration, topics)'),
 }
 
@@ -151,7 +151,7 @@ def setup_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_config(args: argparse.Namespace) -> object:
-    from emotion_ros.config import from_mapping
+    from emotion_ros.config.schema import from_mapping
     from emotion_ros.evaluation.scoring import EvalConfig
     values = {'iou_threshold': args.iou, 'min_alert_level': args.min_level,
               'early_tolerance_s': args.early_tolerance, 'late_tolerance_s': args.late_tolerance,
@@ -268,7 +268,7 @@ def setup_make_bag(parser: argparse.ArgumentParser) -> None:
 
 def run_make_bag(args: argparse.Namespace) -> int:
     """``emotion-ros make-bag``."""
-    from emotion_ros.bagtools import format_bag_info, make_bag, MakeBagOptions
+    from emotion_ros.evaluation.bagtools import format_bag_info, make_bag, MakeBagOptions
     options = MakeBagOptions(
         storage=args.storage, image_topic=args.image_topic, audio_topic=args.audio_topic,
         fps=args.fps, size=args.size, compressed=args.compressed,
@@ -295,8 +295,8 @@ def run_bag_info(args: argparse.Namespace) -> int:
     """``emotion-ros bag-info``."""
     import dataclasses
 
-    from emotion_ros.bagtools import format_bag_info
-    from emotion_ros.bags import BagReader
+    from emotion_ros.evaluation.bagtools import format_bag_info
+    from emotion_ros.evaluation.bags import BagReader
     with BagReader(args.bag) as bag:
         info = bag.info
     if args.json:

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.types import Box, Position
 

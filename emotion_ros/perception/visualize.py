@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emotion_ros.contract import CATEGORIES
+from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.types import PersonEstimate
 
 

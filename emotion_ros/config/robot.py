@@ -13,11 +13,11 @@ from typing import Any, Dict, Mapping
 import yaml
 
 from emotion_ros.audio.cues import AudioCueConfig
-from emotion_ros.config import from_mapping, nested_to_flat
+from emotion_ros.config.schema import from_mapping, nested_to_flat
 from emotion_ros.errors import ConfigError
-from emotion_ros.fusion import FusionConfig
-from emotion_ros.node_config import NODE_CONFIGS
-from emotion_ros.pipeline import PerceptionConfig
+from emotion_ros.fusion.distress import FusionConfig
+from emotion_ros.config.nodes import NODE_CONFIGS
+from emotion_ros.perception.pipeline import PerceptionConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -527,7 +527,7 @@ def make_header(typestore: Any, seconds: float, frame_id: str = '') -> Any:
 def image_message(typestore: Any, rgb: np.ndarray, seconds: float, frame_id: str = 'camera',
                   encoding: str = 'rgb8') -> Any:
     """Make a ``sensor_msgs/msg/Image`` holding an RGB uint8 image in ``encoding``."""
-    from emotion_ros.image_codec import encode_image
+    from emotion_ros.perception.image_codec import encode_image
     height, width, step, data = encode_image(rgb, encoding)
     return typestore.types[IMAGE_TYPE](
         header=make_header(typestore, seconds, frame_id), height=int(height), width=int(width),
@@ -538,7 +538,7 @@ def image_message(typestore: Any, rgb: np.ndarray, seconds: float, frame_id: str
 def compressed_image_message(typestore: Any, rgb: np.ndarray, seconds: float,
                              frame_id: str = 'camera', quality: int = 85) -> Any:
     """Make a ``sensor_msgs/msg/CompressedImage`` with a JPEG of an RGB uint8 image."""
-    from emotion_ros.image_codec import encode_jpeg
+    from emotion_ros.perception.image_codec import encode_jpeg
     data = encode_jpeg(rgb, quality=quality)
     return typestore.types[COMPRESSED_IMAGE_TYPE](
         header=make_header(typestore, seconds, frame_id), format='jpeg',

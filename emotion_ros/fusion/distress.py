@@ -39,11 +39,12 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from emotion_ros.config import field
-from emotion_ros.contract import CATEGORY_INDEX, DISTRESS_CATEGORIES, vad_to_word
+from emotion_ros.config.schema import field
+from emotion_ros.llm.contract import CATEGORY_INDEX, DISTRESS_CATEGORIES, vad_to_word
 from emotion_ros.errors import ConfigError
-from emotion_ros.incidents import (ACKNOWLEDGED, COMMANDS, CONFIRMED, ESCALATED, Incident, NEW,
-                                   REJECTED, RESOLVED, STALE, STATE_NAMES, TimeGuard, UPDATED)
+from emotion_ros.fusion.incidents import (ACKNOWLEDGED, COMMANDS, CONFIRMED, ESCALATED,
+                                          Incident, NEW, REJECTED, RESOLVED, STALE, STATE_NAMES,
+                                          TimeGuard, UPDATED)
 from emotion_ros.types import (Alert, AudioCueResult, FrameResult, LEVEL_DISTRESS,
                                LEVEL_EMERGENCY, LEVEL_WATCH, PersonEstimate, Transcript)
 

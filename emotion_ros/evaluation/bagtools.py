@@ -28,14 +28,14 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from emotion_ros.bags import (AUDIO_FRAME_TYPE, audio_frame_message, BagInfo, BagReader,
-                              BagWriter, CAMERA_INFO_TYPE, camera_info_message,
-                              COMPRESSED_IMAGE_TYPE, compressed_image_message, depth_message,
-                              IMAGE_TYPE, image_message, pinhole_k, project_typestore,
-                              STORAGE_FORMATS)
+from emotion_ros.evaluation.bags import (AUDIO_FRAME_TYPE, audio_frame_message, BagInfo, BagReader,
+                                         BagWriter, CAMERA_INFO_TYPE, camera_info_message,
+                                         COMPRESSED_IMAGE_TYPE, compressed_image_message,
+                                         depth_message, IMAGE_TYPE, image_message, pinhole_k,
+                                         project_typestore, STORAGE_FORMATS)
 from emotion_ros.errors import InputError
 
-log = logging.getLogger('emotion_ros.bagtools')
+log = logging.getLogger('emotion_ros.evaluation.bagtools')
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v')

@@ -1,6 +1,6 @@
 """Incidents: one per person in distress, with a stable id, a state and its evidence (no ROS).
 
-The distress fusion (``emotion_ros.fusion``) creates and updates incidents;
+The distress fusion (``emotion_ros.fusion.distress``) creates and updates incidents;
 this module holds what an incident is, its states and the operator commands
 that change them, and the guard that turns message stamps of several sources
 into one monotonic time line (clock steps back, stamps far in the future).

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from emotion_ros.config import field
+from emotion_ros.config.schema import field
 from emotion_ros.geometry import iou_matrix
 from emotion_ros.errors import InputError
 from emotion_ros.types import Box, Detection
