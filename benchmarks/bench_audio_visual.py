@@ -1,7 +1,7 @@
 """Benchmark the audio_visual backend: per-person latency with each input combination.
 
 Part 1 (always, CPU): the tiny LLaVA + tiny HuBERT built from configs
-(training/tiny.py) with a random audio_visual bundle, loaded by the robot's
+(training/core/tiny.py) with a random audio_visual bundle, loaded by the robot's
 backend. For 1 and 8 persons it times ``score_inputs`` with
 
   - the person view only (what the llava backend sees);
@@ -86,7 +86,8 @@ def tiny_part(repeats: int) -> Dict[str, Any]:
     import transformers
     transformers.utils.logging.disable_progress_bar()
     from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
-    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    from training.av.tiny import write_random_av_bundle
+    from training.core.tiny import save_tiny_audio_encoder, save_tiny_llava
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as tmp:
         bundle = write_random_av_bundle(save_tiny_llava(os.path.join(tmp, 'base')),
@@ -109,7 +110,7 @@ def large_configs(size: str) -> Any:
     from transformers import HubertConfig
     sys.path.insert(0, str(ROOT / 'benchmarks'))
     from bench_llava import llava15_7b_config
-    from training.tiny import build_tiny_tokenizer, tiny_audio_encoder_config
+    from training.core.tiny import build_tiny_tokenizer, tiny_audio_encoder_config
     tokenizer = build_tiny_tokenizer()
     llava = llava15_7b_config(tokenizer.convert_tokens_to_ids('<image>'), size)
     if size == 'llava-1.5-7b':
@@ -129,7 +130,7 @@ def large_part(repeats: int, size: str, device: str) -> Dict[str, Any]:
     from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
     from emotion_ros.llm.encoding import image_token_count
     from emotion_ros.llm.multimodal import AudioVisualModel, ModalityLayout
-    from training.model import assemble_processor
+    from training.core.model import assemble_processor
     cuda = device.startswith('cuda')
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     dtype = torch.bfloat16 if cuda else torch.float32

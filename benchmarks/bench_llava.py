@@ -1,6 +1,6 @@
 """Benchmark the llava backend: single-pass scoring against generating the answer.
 
-Part 1 (always, CPU): the tiny LLaVA built from configs (training/tiny.py) with a
+Part 1 (always, CPU): the tiny LLaVA built from configs (training/core/tiny.py) with a
 random bundle, loaded by the robot's backend. For 1 and 8 persons of one
 640x480 frame it times
 
@@ -96,7 +96,7 @@ def tiny_part(repeats: int) -> Dict[str, Any]:
     import transformers
     transformers.utils.logging.disable_progress_bar()
     from emotion_ros.backends.llava import LlavaBackend, LlavaOptions
-    from training.tiny import save_tiny_llava, write_random_bundle
+    from training.core.tiny import save_tiny_llava, write_random_bundle
     with tempfile.TemporaryDirectory() as tmp:
         base = save_tiny_llava(os.path.join(tmp, 'base'))
         bundle = write_random_bundle(base, os.path.join(tmp, 'bundle'), view='box')
@@ -139,8 +139,8 @@ def large_part(repeats: int, size: str, device: str, train_steps: int,
     from emotion_ros.backends.llava import LlavaBackend, LlavaOptions
     from emotion_ros.llm.head import build_score_head
     from emotion_ros.llm.contract import format_answer, PROMPTS
-    from training.tiny import build_tiny_tokenizer
-    from training.model import assemble_processor
+    from training.core.tiny import build_tiny_tokenizer
+    from training.core.model import assemble_processor
     cuda = device.startswith('cuda')
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -173,10 +173,10 @@ def large_part(repeats: int, size: str, device: str, train_steps: int,
 
     # LoRA training throughput, the recipe's settings (r 128, alpha 256, checkpointing).
     from peft import LoraConfig, get_peft_model
-    from training.collate import EmotionCollator
-    from training.model import EmotionLlava, lora_target_pattern
-    from training.config import TrainConfig
-    from training.samples import Sample
+    from training.core.collate import EmotionCollator
+    from training.core.model import EmotionLlava, lora_target_pattern
+    from training.core.config import TrainConfig
+    from training.emotic.samples import Sample
     backend.close()
     del backend
     recipe = TrainConfig()

@@ -20,8 +20,9 @@ def parts(tmp_path_factory):
     """A tiny LLaVA, a tiny HuBERT, a random audio_visual bundle on them and some clips."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.synthetic_av import make_items
-    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    from training.av.synthetic import make_items
+    from training.av.tiny import write_random_av_bundle
+    from training.core.tiny import save_tiny_audio_encoder, save_tiny_llava
     root = tmp_path_factory.mktemp('avmodel')
     base = save_tiny_llava(str(root / 'base'))
     encoder = save_tiny_audio_encoder(str(root / 'hubert'))
@@ -81,8 +82,8 @@ def test_slots_and_features_must_match(backend):
 
 def test_backend_scores_equal_the_training_forward(parts, backend):
     """Robot scoring (left-padded, prompt + primer) equals training's forward with answers."""
-    from training.av_data import AVSample
-    from training.av_model import AVCollator
+    from training.av.data import AVSample
+    from training.av.model import AVCollator
     from emotion_ros.llm.contract import format_answer, PROMPTS
     items = parts['items']
     inputs = []
@@ -136,7 +137,7 @@ def test_explanation_is_generated_from_the_same_inputs(parts, backend):
 @pytest.mark.parametrize('kind', ['hubert', 'wav2vec2', 'wavlm'])
 def test_speech_encoder_families_load_and_pool(tmp_path, kind):
     """HuBERT, wav2vec2 and WavLM folders load frozen and pool to the layout's token count."""
-    from training.tiny import save_tiny_audio_encoder
+    from training.core.tiny import save_tiny_audio_encoder
     encoder = mm.build_audio_encoder(save_tiny_audio_encoder(str(tmp_path / kind), kind))
     assert encoder.config.model_type == kind
     assert not any(p.requires_grad for p in encoder.parameters())
@@ -179,7 +180,7 @@ def test_llava_bundle_is_refused_by_the_audio_visual_backend(tmp_path):
     """Choosing audio_visual with a llava bundle fails naming the kinds."""
     from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
     from emotion_ros.errors import BundleMismatchError
-    from training.tiny import save_tiny_llava, write_random_bundle
+    from training.core.tiny import save_tiny_llava, write_random_bundle
     base = save_tiny_llava(str(tmp_path / 'base'))
     bundle = write_random_bundle(base, str(tmp_path / 'llava_bundle'))
     with pytest.raises(BundleMismatchError, match='llava bundle'):
@@ -190,8 +191,8 @@ def test_mixed_emotic_and_av_run_trains_resumes_and_exports(parts, tmp_path):
     """One run mixes EMOTIC images (no audio) with AV clips; a rerun resumes (finished: no-op),
     export writes an equivalent bundle and refuses to replace it without --overwrite."""
     from training.__main__ import main
-    from training.synthetic import make_synthetic
-    from training.synthetic_av import make_synthetic_av
+    from training.emotic.synthetic import make_synthetic
+    from training.av.synthetic import make_synthetic_av
     av, emotic = str(tmp_path / 'av'), str(tmp_path / 'emotic')
     make_synthetic_av(av, {'train': 12, 'val': 6}, seed=1)
     make_synthetic(emotic, 12, 6, 2, seed=0)

@@ -66,7 +66,8 @@ def av_pipeline(tmp_path_factory):
     from emotion_ros.backends.audio_visual import AudioVisualOptions
     from emotion_ros.config.schema import from_mapping
     from emotion_ros.perception.pipeline import PerceptionConfig, PerceptionPipeline
-    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    from training.av.tiny import write_random_av_bundle
+    from training.core.tiny import save_tiny_audio_encoder, save_tiny_llava
     root = tmp_path_factory.mktemp('avrobot')
     bundle = write_random_av_bundle(save_tiny_llava(str(root / 'base')),
                                     save_tiny_audio_encoder(str(root / 'hubert')),
@@ -126,7 +127,8 @@ def test_perception_node_hears_the_nearest_person_through_topics(
     from conftest import wait_until
     from emotion_ros.ros import conversions
     from rosgraph import params, sample_frame
-    from training.tiny import save_tiny_audio_encoder, save_tiny_llava, write_random_av_bundle
+    from training.av.tiny import write_random_av_bundle
+    from training.core.tiny import save_tiny_audio_encoder, save_tiny_llava
     bundle = write_random_av_bundle(save_tiny_llava(str(tmp_path / 'base')),
                                     save_tiny_audio_encoder(str(tmp_path / 'hubert')),
                                     str(tmp_path / 'bundle'), seed=6)

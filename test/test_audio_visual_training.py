@@ -38,8 +38,8 @@ def trained(tmp_path_factory):
     """Tiny base models, the synthetic task and one training run (a few CPU minutes)."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.synthetic_av import make_synthetic_av
-    from training.tiny import save_tiny_audio_encoder, save_tiny_llava
+    from training.av.synthetic import make_synthetic_av
+    from training.core.tiny import save_tiny_audio_encoder, save_tiny_llava
     root = tmp_path_factory.mktemp('av')
     data = str(root / 'data')
     make_synthetic_av(data, SIZES, seed=0)
@@ -122,8 +122,8 @@ def test_perception_node_reproduces_the_validation_per_clip(trained, val_eval, s
     from emotion_ros.llm.labels import label_set
     from emotion_ros.ros import conversions
     from rosgraph import params
-    from training.av_data import load_av_records
-    from training.data import load_image_rgb
+    from training.av.data import load_av_records
+    from training.core.images import load_image_rgb
     started = time.monotonic()
     manifest = json.loads(Path(trained['bundle'], 'manifest.json').read_text())
     pred = val_eval['predictions']
@@ -227,8 +227,8 @@ def test_perception_node_reproduces_the_validation_per_clip(trained, val_eval, s
 def test_stage2_starts_from_stage1_weights(trained, tmp_path):
     """--init-from loads every trained tensor of stage 1; after 2 steps it is still accurate."""
     from safetensors.torch import load_file
-    from training.av_model import build_av_model, init_from_stage1
-    from training.config import parse_train_args
+    from training.av.model import build_av_model, init_from_stage1
+    from training.core.config import parse_train_args
     argv = ['--base-model', trained['base'], '--audio-encoder', trained['encoder'],
             '--data-root', trained['data'], '--output-dir', str(tmp_path / 'stage2'),
             *TRAIN_ARGS]

@@ -98,7 +98,7 @@ def test_ravdess_file_names_split_by_actor(tmp_path):
         assert stats['splits'][split]['clips'] == sum(counts.values())
     assert stats['splits']['train']['modalities']['audio'] == 8
     assert stats['splits']['train']['modalities']['video'] == 7  # one audio-only clip
-    from training.av_data import load_av_records, load_inputs
+    from training.av.data import load_av_records, load_inputs
     records = load_av_records(str(root), 'test')
     inputs = load_inputs(records[0], 'crop', 4)
     assert len(inputs.frames) == 4 and inputs.image.dtype == np.uint8
@@ -125,7 +125,7 @@ def test_cremad_names_and_flv_audio(tmp_path):
     for split, counts in expected.items():
         assert stats['splits'][split]['labels'] == dict(sorted(counts.items()))
     assert stats['splits']['train']['modalities'] == {'audio': 3, 'image': 1, 'video': 1}
-    from training.media import read_audio
+    from training.core.media import read_audio
     audio = read_audio(str(root / 'AudioWAV' / '1001_IEO_ANG_HI.wav'))  # stereo -> mono
     assert abs(_dominant_hz(audio) - 440) < 5
 
@@ -152,7 +152,7 @@ def test_dfew_fold_csvs_and_frame_folders(tmp_path):
     assert stats['splits']['test']['clips'] == 7 and stats['splits']['fold2_test']['clips'] == 7
     assert stats['splits']['test']['labels'] == {c: 1 for c in sorted(classes)}
     assert code == 1  # clips without media are reported, not hidden
-    from training.media import read_frames
+    from training.core.media import read_frames
     got = read_frames(str(frames), 4)
     assert len(got) == 4 and [int(f[0, 0, 0]) for f in got] == [0, 80, 140, 220]
 
@@ -175,7 +175,7 @@ def test_mer2023_label_files_and_transcripts(tmp_path):
     assert stats['splits']['train']['labels'] == {c: 2 for c in sorted(labels)}
     assert stats['splits']['test']['clips'] == 6
     assert stats['splits']['train']['modalities']['transcript'] == 1
-    from training.av_data import load_av_records
+    from training.av.data import load_av_records
     record = load_av_records(str(root), 'train')[0]
     assert record.transcript == 'I am fine.' and record.categories == ()  # neutral
     (root / 'test_labels.csv').write_text('name,discrete\nx,bored\n')
@@ -200,7 +200,7 @@ def test_merr_coarse_and_fine_json(tmp_path):
     assert stats['splits']['coarse']['clips'] == 38 and stats['splits']['coarse_val']['clips'] == 2
     assert stats['splits']['fine']['with_reason'] == 19
     assert sum(stats['splits']['coarse']['labels'].values()) == 38
-    from training.av_data import AVSampleSet, load_av_records
+    from training.av.data import AVSampleSet, load_av_records
     records = load_av_records(str(root), 'fine')
     sample_set = AVSampleSet(records, 'av_emotions_v1', 'merr', with_reasons=True)
     assert sample_set.discrete_index(records[3]) == classes.index(records[3].label)
@@ -208,9 +208,9 @@ def test_merr_coarse_and_fine_json(tmp_path):
 
 def test_av_jsonl_and_mixing_with_emotic(tmp_path):
     """Our AV JSONL plus an EMOTIC root in one run: images bring no audio (no audio slot)."""
-    from training.av_data import AVSampleSet, load_av_records
-    from training.synthetic import make_synthetic
-    from training.synthetic_av import make_synthetic_av
+    from training.av.data import AVSampleSet, load_av_records
+    from training.emotic.synthetic import make_synthetic
+    from training.av.synthetic import make_synthetic_av
     av_root = tmp_path / 'av'
     make_synthetic_av(str(av_root), {'train': 8, 'val': 4}, seed=3)
     emotic = tmp_path / 'emotic'

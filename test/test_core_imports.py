@@ -29,7 +29,7 @@ def test_algorithm_modules_do_not_load_rclpy():
 def test_training_does_not_load_rclpy():
     """The offline training package imports without ROS too."""
     proc = subprocess.run([sys.executable, '-c',
-                           'import sys, training; import training.data;'
+                           'import sys, training; import training.emotic.dataset;'
                            "sys.exit('rclpy' in sys.modules)"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

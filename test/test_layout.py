@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Dict, List, Set
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ('emotion_ros',)  # training joins once its circles are gone (issue 16)
+PACKAGES = ('emotion_ros', 'training')
 
 
 def _module_name(path: Path) -> str:

@@ -26,7 +26,7 @@ def models(tmp_path_factory):
     """A tiny base, a bundle on it, an emotions-only bundle and another (wider) base."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.tiny import save_tiny_llava, write_random_bundle
+    from training.core.tiny import save_tiny_llava, write_random_bundle
     root = tmp_path_factory.mktemp('llava_backend')
     base = save_tiny_llava(str(root / 'base'))
     return {

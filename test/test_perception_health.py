@@ -88,7 +88,7 @@ def values(status):
 @pytest.fixture(scope='module')
 def tiny_bundle(tmp_path_factory):
     """A tiny LLaVA base model and a LoRA bundle trained on it (random weights)."""
-    from training.tiny import save_tiny_llava, write_random_bundle
+    from training.core.tiny import save_tiny_llava, write_random_bundle
     root = tmp_path_factory.mktemp('llava_health')
     base = save_tiny_llava(str(root / 'base'))
     return write_random_bundle(base, str(root / 'bundle'))

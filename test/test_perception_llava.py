@@ -24,7 +24,7 @@ pytest.importorskip('peft')
 @pytest.fixture(scope='module')
 def tiny_bundle(tmp_path_factory):
     """A tiny LLaVA base model folder and a bundle (random adapter + head) trained on it."""
-    from training.tiny import save_tiny_llava, write_random_bundle
+    from training.core.tiny import save_tiny_llava, write_random_bundle
     root = tmp_path_factory.mktemp('llava')
     base = save_tiny_llava(str(root / 'base'))
     bundle = write_random_bundle(base, str(root / 'bundle'))

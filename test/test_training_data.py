@@ -16,10 +16,11 @@ from emotion_ros.llm.contract import BOX_COLOR_RGB, CATEGORIES, format_answer, p
 from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.evaluation.metrics import mean_average_precision, vad_mae
 from emotion_ros.llm.person_view import PAD_COLOR_RGB, render_person
-from training.data import PersonRecord, categories_to_vector, detect_format, label_matrix
-from training.data import load_dataset, load_image_rgb, vad_matrix, write_jsonl
-from training.samples import SampleSet, build_sample
-from training.synthetic import expected_chance_map, make_synthetic
+from training.core.images import load_image_rgb
+from training.emotic.dataset import detect_format, load_dataset, write_jsonl
+from training.emotic.records import PersonRecord, categories_to_vector, label_matrix, vad_matrix
+from training.emotic.samples import SampleSet, build_sample
+from training.emotic.synthetic import expected_chance_map, make_synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAN = float('nan')
@@ -488,8 +489,10 @@ def test_build_sample_answers_follow_the_contract(tmp_path):
 
 def test_data_modules_import_without_ros_or_heavy_libraries():
     """The data modules import neither rclpy nor torch, transformers, scipy or PIL at load."""
-    code = ('import sys, training, training.data, training.emotic, training.synthetic, '
-            'training.samples, emotion_ros.llm.person_view, emotion_ros.evaluation.metrics; '
+    code = ('import sys, training, training.emotic.records, training.emotic.dataset, '
+            'training.emotic.readers, training.emotic.synthetic, training.emotic.samples, '
+            'training.core.images, training.av.data, training.commands, '
+            'emotion_ros.llm.person_view, emotion_ros.evaluation.metrics; '
             'bad = [m for m in ("rclpy", "torch", "transformers", "scipy", "PIL") '
             'if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,

@@ -22,8 +22,8 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     import transformers
     transformers.utils.logging.disable_progress_bar()
     from emotion_ros.llm.bundle import verify_bundle
-    from training.synthetic import make_synthetic
-    from training.tiny import save_tiny_llava
+    from training.emotic.synthetic import make_synthetic
+    from training.core.tiny import save_tiny_llava
     data = str(tmp_path / 'data')
     make_synthetic(data, 64, 32, 0, seed=5)
     base = save_tiny_llava(str(tmp_path / 'base'))
@@ -67,7 +67,7 @@ def test_accelerate_configs_are_complete(name):
 
 def test_training_recipe_configs_load(tmp_path):
     """The YAML recipes in training/configs load into a valid TrainConfig."""
-    from training.config import parse_train_args
+    from training.core.config import parse_train_args
     recipes = sorted(CONFIGS.glob('*.yaml'))
     recipes = [p for p in recipes if not p.name.startswith('accelerate_')]
     assert recipes

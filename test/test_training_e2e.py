@@ -43,8 +43,8 @@ def trained(tmp_path_factory):
     """Synthetic data, a tiny base model and one 6-epoch training run (about a minute)."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.synthetic import make_synthetic
-    from training.tiny import save_tiny_llava
+    from training.emotic.synthetic import make_synthetic
+    from training.core.tiny import save_tiny_llava
     root = tmp_path_factory.mktemp('e2e')
     data = str(root / 'data')
     make_synthetic(data, 1200, 200, 100, seed=0)
@@ -72,7 +72,8 @@ def test_training_loss_falls(trained):
 
 def test_validation_map_far_above_chance(trained):
     """Best validation mAP is several times the mAP of random scores on the same split."""
-    from training.data import label_matrix, load_dataset
+    from training.emotic.dataset import load_dataset
+    from training.emotic.records import label_matrix
     evals = _rows(os.path.join(trained['run'], 'eval_log.csv'))
     assert [float(r['epoch']) for r in evals] == [1, 2, 3, 4, 5, 6]
     best = max(float(r['val_map']) for r in evals)
@@ -160,9 +161,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     a finished run is left alone and a changed model setting is refused."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.synthetic import make_synthetic
-    from training.tiny import save_tiny_llava
-    from training.train import list_checkpoints
+    from training.emotic.synthetic import make_synthetic
+    from training.core.tiny import save_tiny_llava
+    from training.core.train import list_checkpoints
     data = str(tmp_path / 'data')
     make_synthetic(data, 96, 32, 0, seed=4)
     base = save_tiny_llava(str(tmp_path / 'base'))

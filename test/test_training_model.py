@@ -10,9 +10,9 @@ pytest.importorskip('peft')
 
 from emotion_ros.llm import contract, encoding, head, scoring, templates  # noqa: E402
 from emotion_ros.errors import ConfigError, ModelLoadError  # noqa: E402
-from training import config as config_mod  # noqa: E402
-from training.collate import AnswerTokensError, EmotionCollator, encode_example  # noqa: E402
-from training.collate import IGNORE_INDEX  # noqa: E402
+from training.core import config as config_mod  # noqa: E402
+from training.core.collate import AnswerTokensError, EmotionCollator, encode_example  # noqa: E402
+from training.core.collate import IGNORE_INDEX  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -20,10 +20,10 @@ def setup(tmp_path_factory):
     """A tiny base model folder, a small synthetic dataset and its samples."""
     import transformers
     transformers.utils.logging.disable_progress_bar()
-    from training.data import load_dataset
-    from training.samples import SampleSet
-    from training.synthetic import make_synthetic
-    from training.tiny import save_tiny_llava
+    from training.emotic.dataset import load_dataset
+    from training.emotic.samples import SampleSet
+    from training.emotic.synthetic import make_synthetic
+    from training.core.tiny import save_tiny_llava
     root = tmp_path_factory.mktemp('model')
     base = save_tiny_llava(str(root / 'base'))
     make_synthetic(str(root / 'data'), 8, 0, 0, seed=3)
@@ -58,7 +58,7 @@ def test_tiny_llava_loads_like_a_hub_model(setup):
 
 def test_lora_sits_only_in_the_language_model(setup):
     """LoRA wraps language-model layers only; vision frozen; projector and head train."""
-    from training.model import build_model
+    from training.core.model import build_model
     base, _ = setup
     cfg = _cfg(base)
     model, _ = build_model(cfg)
@@ -81,7 +81,7 @@ def test_lora_sits_only_in_the_language_model(setup):
 
 def test_loss_only_on_answer_tokens_and_head_reads_after_the_primer(setup):
     """Labels mask prompt and image tokens; the labelled tokens are exactly answer + EOS."""
-    from training.model import load_base
+    from training.core.model import load_base
     base, samples = setup
     _, processor = load_base(base)
     tokenizer = processor.tokenizer
@@ -105,7 +105,7 @@ def test_loss_only_on_answer_tokens_and_head_reads_after_the_primer(setup):
 
 def test_unlocatable_answer_tokens_fail_hard(setup, monkeypatch):
     """A merge across the prompt/answer boundary, a cut answer or a label-free batch all raise."""
-    from training.model import build_model
+    from training.core.model import build_model
     base, samples = setup
     model, processor = build_model(_cfg(base))
     count = encoding.image_token_count(processor)
@@ -127,7 +127,7 @@ def test_unlocatable_answer_tokens_fail_hard(setup, monkeypatch):
 
 def test_single_pass_serving_scores_equal_the_training_forward(setup):
     """Scoring the prompt alone (robot, left-padded batch) equals the head inside training."""
-    from training.model import build_model
+    from training.core.model import build_model
     base, samples = setup
     model, processor = build_model(_cfg(base))
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_single_pass_serving_scores_equal_the_training_forward(setup):
 
 def test_zero_shot_log_probs_with_a_shared_cache_match_full_sequences(setup):
     """Scoring 26 names over one cached prefix equals scoring each full sequence alone."""
-    from training.model import load_base
+    from training.core.model import load_base
     base, samples = setup
     model, processor = load_base(base)
     model.eval()
@@ -185,7 +185,7 @@ def test_zero_shot_log_probs_with_a_shared_cache_match_full_sequences(setup):
 
 def test_gradient_checkpointing_keeps_loss_and_gradients(setup):
     """Recomputing activations in backward gives the same loss and gradients."""
-    from training.model import build_model
+    from training.core.model import build_model
     base, samples = setup
     results = []
     for checkpointing in (False, True):
@@ -205,7 +205,7 @@ def test_gradient_checkpointing_keeps_loss_and_gradients(setup):
 
 def test_trainable_weights_round_trip_and_refuse_other_shapes(setup):
     """Saved trainable weights restore the same outputs; weights of another config are refused."""
-    from training.model import build_model
+    from training.core.model import build_model
     base, samples = setup
     model, processor = build_model(_cfg(base))
     with torch.no_grad():
@@ -278,7 +278,7 @@ def test_unknown_yaml_keys_are_refused(tmp_path):
 def test_lora_pattern_never_matches_the_vision_tower():
     """The target regex matches language-model projections and not CLIP's."""
     import re
-    from training.model import lora_target_pattern
+    from training.core.model import lora_target_pattern
     pattern = re.compile(lora_target_pattern(['q_proj', 'v_proj']))
     assert pattern.fullmatch('model.language_model.layers.0.self_attn.q_proj')
     assert not pattern.fullmatch('model.vision_tower.vision_model.encoder.layers.0.self_attn.'

@@ -14,20 +14,20 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
-    'stats': ('training.data', 'add_stats_arguments', 'run_stats',
+    'stats': ('training.commands', 'add_stats_arguments', 'run_stats',
               'check a dataset download: images, persons, categories, VAD, skips per split'),
-    'make-synthetic': ('training.synthetic', 'add_arguments', 'run',
+    'make-synthetic': ('training.emotic.synthetic', 'add_arguments', 'run',
                        'write a synthetic dataset in the EMOTIC CSV layout'),
-    'make-synthetic-av': ('training.synthetic_av', 'add_arguments', 'run',
+    'make-synthetic-av': ('training.av.synthetic', 'add_arguments', 'run',
                           'write the synthetic audio-visual task (label needs image AND tone)'),
-    'make-tiny': ('training.tiny', 'add_make_tiny_arguments', 'run_make_tiny',
+    'make-tiny': ('training.core.tiny', 'add_make_tiny_arguments', 'run_make_tiny',
                   'write a tiny random LLaVA or speech encoder (offline demos and tests)'),
-    'train': ('training.train', 'add_train_arguments', 'run_train',
+    'train': ('training.commands', 'add_train_arguments', 'run_train',
               'fine-tune LLaVA + LoRA + score head (or the audio_visual model); bundle'),
-    'evaluate': ('training.evaluate', 'add_evaluate_arguments', 'run_evaluate',
+    'evaluate': ('training.commands', 'add_evaluate_arguments', 'run_evaluate',
                  'mAP, AP, VAD MAE, thresholds; audio_visual: accuracy, weighted F1, UAR, '
                  'WAR per modality ablation; report with plots'),
-    'export': ('training.train', 'add_export_arguments', 'run_export',
+    'export': ('training.commands', 'add_export_arguments', 'run_export',
                'write a bundle from a run, or merge the adapter of a bundle'),
 }
 

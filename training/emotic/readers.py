@@ -24,7 +24,7 @@ Age``; list cells are Python literals (``"['Engagement', 'Happiness']"``,
 already clipped to the image. Images live under ``<root>/emotic/<Folder>/``.
 
 Both readers only parse; the checks and skip counting are in
-:func:`training.data.load_dataset`.
+:func:`training.emotic.dataset.load_dataset`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from emotion_ros.errors import InputError
-from training.data import SPLITS, RawPerson
+from training.emotic.records import RawPerson, SPLITS
 
 CSV_COLUMNS: Tuple[str, ...] = ('Index', 'Folder', 'Filename', 'Image Size', 'BBox',
                                 'Categorical_Labels', 'Continuous_Labels', 'Gender', 'Age')

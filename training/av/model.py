@@ -3,7 +3,7 @@
 The model itself (inputs, the one ``inputs_embeds`` builder, heads) is
 :class:`emotion_ros.llm.multimodal.AudioVisualModel`, shared with the robot's
 ``audio_visual`` backend. This module wraps it with what the training loop of
-:mod:`training.train` expects from a model (loss weights, trainable weights,
+:mod:`training.core.train` expects from a model (loss weights, trainable weights,
 parameter groups), builds it from a :class:`TrainConfig`, collates samples,
 initialises stage 2 from stage 1 and writes bundles.
 """
@@ -25,7 +25,8 @@ from emotion_ros.llm.multimodal import audio_fingerprint, AudioVisualModel, buil
 from emotion_ros.llm.multimodal import collate_av
 from emotion_ros.llm.multimodal import encode_av, ModalityLayout, render_av_prompt
 from emotion_ros.llm.scoring import core_llava
-from training.config import TrainConfig
+from training.core.config import TrainConfig
+from training.core.model import build_model
 
 MULTIMODAL_FILE = 'multimodal.safetensors'
 
@@ -105,7 +106,7 @@ class AVTrainModel(nn.Module):
 
 
 def build_av_model(cfg: TrainConfig, device: str = 'cpu') -> Tuple[AVTrainModel, Any]:
-    """LLaVA + LoRA (as :func:`training.model.build_model`), frozen audio encoder, projectors.
+    """LLaVA + LoRA (as :func:`training.core.model.build_model`), frozen audio encoder, projectors.
 
     Returns:
         (model, processor).
@@ -113,7 +114,6 @@ def build_av_model(cfg: TrainConfig, device: str = 'cpu') -> Tuple[AVTrainModel,
     Raises:
         ModelLoadError, ConfigError: when a model cannot be loaded.
     """
-    from training.model import build_model
     llava_part, processor = build_model(cfg, device)
     audio_encoder = build_audio_encoder(cfg.audio_encoder) if cfg.audio_encoder else None
     if audio_encoder is not None and device.startswith('cuda'):
@@ -147,7 +147,7 @@ class AVCollator:
             tokenizer.eos_token_id
 
     def __call__(self, samples: Sequence[Any]) -> Dict[str, Any]:
-        """Collate :class:`training.av_data.AVSample` objects."""
+        """Collate :class:`training.av.data.AVSample` objects."""
         encoded = []
         for s in samples:
             prompt = render_av_prompt(self.template_id, s.prompt, s.inputs.present(),

@@ -89,7 +89,7 @@ def tiny_llava_config(tokenizer: Any, image_size: int = 32, patch_size: int = 8,
 def build_tiny_processor(tokenizer: Any, config: Any) -> Any:
     """A ``LlavaProcessor`` for the tiny config (CLIP preprocessing at the tiny image size)."""
     from transformers import CLIPImageProcessor
-    from training.model import assemble_processor
+    from training.core.model import assemble_processor
     size = int(config.vision_config.image_size)
     image_processor = CLIPImageProcessor(size={'shortest_edge': size},
                                          crop_size={'height': size, 'width': size})
@@ -135,7 +135,7 @@ def save_tiny_llava(path: str, seed: int = 0, overwrite: bool = False, **sizes: 
     return path
 
 
-def _randomize_lora_b(model: Any, seed: int) -> None:
+def randomize_lora_b(model: Any, seed: int) -> None:
     """Give the LoRA B matrices random values: peft starts them at zero, which would make
     a random adapter a no-op."""
     import torch
@@ -159,14 +159,14 @@ def write_random_bundle(base_model: str, out: str, seed: int = 0, prompt_id: str
     """
     from emotion_ros.llm.bundle import save_bundle
     from emotion_ros.llm.contract import DEFAULT_PROMPT_ID
-    from training.config import config_from_mapping
-    from training.model import build_model, bundle_info, write_bundle_files
+    from training.core.config import config_from_mapping
+    from training.core.model import build_model, bundle_info, write_bundle_files
     cfg = config_from_mapping({'base_model': base_model, 'lora_r': lora_r,
                                'lora_alpha': 2 * lora_r, 'head_hidden': head_hidden,
                                'gradient_checkpointing': False, 'view': view,
                                'prompt_id': prompt_id or DEFAULT_PROMPT_ID, 'seed': seed})
     model, processor = build_model(cfg)
-    _randomize_lora_b(model, seed)
+    randomize_lora_b(model, seed)
     info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
                        metrics={'note': 'random weights'}, thresholds={})
     save_bundle(out, info, lambda folder: write_bundle_files(model, processor, folder, info),
@@ -253,32 +253,3 @@ def save_tiny_audio_encoder(path: str, kind: str = 'hubert', seed: int = 0,
                           'to replace it')
     build_tiny_audio_encoder(kind, seed).save_pretrained(path)
     return path
-
-
-def write_random_av_bundle(base_model: str, audio_encoder: str, out: str, seed: int = 0,
-                           label_set: str = 'mer2023', lora_r: int = 8, head_hidden: int = 64,
-                           overwrite: bool = False) -> str:
-    """Write an audio_visual bundle with random (non-zero) weights on tiny base models.
-
-    For backend tests and benchmarks: the scores are random but computed by the
-    real code path.
-
-    Returns:
-        The bundle folder.
-    """
-    from emotion_ros.llm.bundle import save_bundle
-    from training.av_model import av_bundle_info, build_av_model, write_av_bundle_files
-    from training.config import config_from_mapping
-    cfg = config_from_mapping({'model_kind': 'audio_visual', 'base_model': base_model,
-                               'audio_encoder': audio_encoder, 'lora_r': lora_r,
-                               'lora_alpha': 2 * lora_r, 'head_hidden': head_hidden,
-                               'gradient_checkpointing': False, 'view': 'crop',
-                               'prompt_id': 'av_emotions_v1', 'label_set': label_set,
-                               'seed': seed})
-    model, processor = build_av_model(cfg)
-    _randomize_lora_b(model, seed)
-    info = av_bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
-                          metrics={'note': 'random weights'}, thresholds={})
-    save_bundle(out, info, lambda folder: write_av_bundle_files(model, processor, folder, info),
-                overwrite=overwrite)
-    return os.path.abspath(out)

@@ -28,20 +28,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.errors import ConfigError, ModelLoadError
-from training.config import TrainConfig, add_config_arguments, config_from_args, flag
+from training.core.config import config_from_mapping, flag, TrainConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -368,56 +369,39 @@ def _mixed_precision(cfg: TrainConfig, use_cuda: bool) -> str:
     return {'bf16': 'bf16', 'fp16': 'fp16', 'fp32': 'no'}[cfg.precision]
 
 
-def _load_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, Any]:
-    from training.data import load_dataset
-    from training.samples import SampleSet
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the loop needs from one ``model_kind``: its data, model, collator and bundle.
+
+    The EMOTIC / LLaVA task is :data:`training.emotic.task.TASK`, the
+    audio-visual one :data:`training.av.task.TASK`; :mod:`training.commands`
+    picks one by ``cfg.model_kind``.
+    """
+
+    #: (cfg) -> (train set, eval set, data report {split: counts}); cfg.data_root is set.
+    load_data: Callable[[TrainConfig], Tuple[Any, Any, Dict[str, Any]]]
+    #: (cfg, device) -> (model, processor), the model with its trainable weights fresh.
+    build_model: Callable[..., Tuple[Any, Any]]
+    #: (cfg, model, processor) -> the batch collator.
+    collator: Callable[[TrainConfig, Any, Any], Any]
+    #: (model, cfg) -> what was loaded from cfg.init_from (logged), or None.
+    init_from: Callable[[Any, TrainConfig], Optional[Dict[str, Any]]]
+    #: (model, cfg, name, metrics, thresholds) -> the bundle's BundleInfo.
+    bundle_info: Callable[..., Any]
+    #: (model, processor, folder, info) -> writes the weights files of a bundle.
+    write_bundle_files: Callable[..., Any]
+    #: validation reports VAD MAE even when cfg.with_vad is off.
+    always_vad: bool = False
+
+
+def _load_data(cfg: TrainConfig, task: Task, output_dir: str,
+               is_main: bool) -> Tuple[Any, Any]:
     if not cfg.data_root:
         raise ConfigError(f'{flag("data_root")}: give the dataset folder')
-    if cfg.model_kind == 'audio_visual':
-        return _load_av_data(cfg, output_dir, is_main)
-    report: Dict[str, Any] = {}
-    sets = []
-    for split, limit in ((cfg.train_split, cfg.max_train_samples),
-                         (cfg.eval_split, cfg.max_eval_samples)):
-        records, skipped = load_dataset(cfg.data_root, split,
-                                        max_skip_fraction=cfg.max_skip_fraction)
-        if limit:
-            records = records[:limit]
-        if not records:
-            raise ConfigError(f'{flag("data_root")}: split {split!r} of {cfg.data_root} has '
-                              'no usable persons')
-        report[split] = {'persons_used': len(records), 'persons_read': skipped.total,
-                         'skipped': dict(skipped.counts), 'boxes_clipped': skipped.clipped}
-        sets.append(SampleSet(records, cfg.view, cfg.prompt_id))
+    train_set, eval_set, report = task.load_data(cfg)
     if is_main:
         _write_json(os.path.join(output_dir, 'data_report.json'), report)
-    return sets[0], sets[1]
-
-
-def _load_av_data(cfg: TrainConfig, output_dir: str, is_main: bool) -> Tuple[Any, Any]:
-    """Audio-visual clips (and EMOTIC images) of one or several comma-separated roots."""
-    from collections import Counter
-    from training.av_data import AVSampleSet, load_av_records
-    report: Dict[str, Any] = {}
-    sets = []
-    for split, limit in ((cfg.train_split, cfg.max_train_samples),
-                         (cfg.eval_split, cfg.max_eval_samples)):
-        records = load_av_records(cfg.data_root, split)
-        if limit:
-            records = records[:limit]
-        if not records:
-            raise ConfigError(f'{flag("data_root")}: split {split!r} of {cfg.data_root} has '
-                              'no clips')
-        report[split] = {'clips': len(records),
-                         'datasets': dict(Counter(r.dataset for r in records)),
-                         'modalities': dict(Counter(m for r in records for m in r.modalities)),
-                         'labels': dict(Counter(r.label or 'none' for r in records))}
-        sets.append(AVSampleSet(records, cfg.prompt_id, cfg.label_set, cfg.view,
-                                cfg.video_frames, cfg.use_transcript, cfg.with_reasons,
-                                cfg.media_cache_dir))
-    if is_main:
-        _write_json(os.path.join(output_dir, 'data_report.json'), report)
-    return sets[0], sets[1]
+    return train_set, eval_set
 
 
 def _prepare_output_dir(cfg: TrainConfig, is_main: bool) -> Optional[str]:
@@ -437,8 +421,11 @@ def _prepare_output_dir(cfg: TrainConfig, is_main: bool) -> Optional[str]:
     return None
 
 
-def train(cfg: TrainConfig) -> Dict[str, Any]:
+def train(cfg: TrainConfig, task: Task) -> Dict[str, Any]:
     """Fine-tune, evaluate every epoch, keep the best epoch and write its bundle.
+
+    ``task`` supplies the data, model and bundle of ``cfg.model_kind``
+    (:func:`training.commands.train` picks it).
 
     Returns:
         A summary: best_epoch, best_map, bundle path, steps, history of epochs.
@@ -455,9 +442,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_scheduler
-    from training.collate import EmotionCollator
-    from training.model import build_model
-    audio_visual = cfg.model_kind == 'audio_visual'
 
     use_cuda = torch.cuda.is_available() and not cfg.cpu
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=_mixed_precision(cfg, use_cuda))
@@ -497,27 +481,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     if is_main:
         _write_json(os.path.join(cfg.output_dir, 'config.json'), cfg.to_dict())
 
-    train_set, eval_set = _load_data(cfg, cfg.output_dir, is_main)
-    if audio_visual:
-        from training.av_model import AVCollator, build_av_model, init_from_stage1
-        model, processor = build_av_model(cfg, device=str(accelerator.device))
-        collator = AVCollator(processor, cfg.chat_template, model.model.layout, cfg.prompt_id,
-                              cfg.max_seq_len)
-        if cfg.init_from and resume_from is None:
-            loaded = init_from_stage1(model, cfg.init_from, cfg.label_set)
-            if is_main:
-                _LOG.info('stage 2 initialised from %s (%d tensors; fresh: %s)',
-                          loaded['source'], loaded['loaded'], loaded['fresh'] or 'none')
-                _write_json(os.path.join(cfg.output_dir, 'init_from.json'), loaded)
-    else:
-        if cfg.init_from and resume_from is None:
-            from safetensors.torch import load_file
-            model, processor = build_model(cfg, device=str(accelerator.device))
-            model.load_trainable_state_dict(load_file(os.path.join(
-                cfg.init_from, BEST_DIR, TRAINABLE_FILE)))
-        else:
-            model, processor = build_model(cfg, device=str(accelerator.device))
-        collator = EmotionCollator(processor, cfg.chat_template, cfg.max_seq_len)
+    train_set, eval_set = _load_data(cfg, task, cfg.output_dir, is_main)
+    model, processor = task.build_model(cfg, device=str(accelerator.device))
+    collator = task.collator(cfg, model, processor)
+    if cfg.init_from and resume_from is None:
+        loaded = task.init_from(model, cfg)
+        if is_main and loaded is not None:
+            _LOG.info('stage 2 initialised from %s (%d tensors; fresh: %s)',
+                      loaded['source'], loaded['loaded'], loaded['fresh'] or 'none')
+            _write_json(os.path.join(cfg.output_dir, 'init_from.json'), loaded)
     sampler = EpochSampler(len(train_set), cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.per_device_train_batch_size,
                               sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers)
@@ -630,7 +602,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         finished_epoch = state['batches_in_epoch'] >= micro_per_epoch
         # Evaluate after every full epoch, and once at the end of a max_steps run.
         result = evaluate_loader(model, eval_loader, accelerator, cfg.progress)
-        metrics = split_metrics(result, cfg.with_vad or audio_visual, cfg.label_set)
+        metrics = split_metrics(result, cfg.with_vad or task.always_vad, cfg.label_set)
         selected = metrics.get(cfg.best_metric, math.nan)
         epoch_done = epoch + 1 if finished_epoch else epoch + state['batches_in_epoch'] / \
             micro_per_epoch
@@ -662,7 +634,7 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             state['batches_in_epoch'] = 0
         checkpoint()
 
-    summary = _finish(cfg, accelerator, inner, processor, state)
+    summary = _finish(cfg, task, accelerator, inner, processor, state)
     state['finished'] = True
     state['summary'] = summary
     checkpoint()
@@ -683,15 +655,11 @@ def _save_best(output_dir: str, model: Any, metrics: Dict[str, Any], epoch: floa
     os.rename(tmp, folder)
 
 
-def _finish(cfg: TrainConfig, accelerator: Any, model: Any, processor: Any,
+def _finish(cfg: TrainConfig, task: Task, accelerator: Any, model: Any, processor: Any,
             state: Dict[str, Any]) -> Dict[str, Any]:
     """Load the best epoch's weights and write the bundle (main process)."""
     from safetensors.torch import load_file
     from emotion_ros.llm.bundle import save_bundle
-    from training.model import bundle_info, write_bundle_files
-    if cfg.model_kind == 'audio_visual':
-        from training.av_model import av_bundle_info as bundle_info  # noqa: F811
-        from training.av_model import write_av_bundle_files as write_bundle_files  # noqa: F811
     accelerator.wait_for_everyone()
     bundle_path = os.path.join(cfg.output_dir, cfg.bundle_name)
     best_dir = os.path.join(cfg.output_dir, BEST_DIR)
@@ -710,10 +678,11 @@ def _finish(cfg: TrainConfig, accelerator: Any, model: Any, processor: Any,
         for key in ('accuracy', 'weighted_f1', 'uar', 'war', 'discrete'):
             if key in best:
                 metrics[key] = best[key]
-        info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(cfg.output_dir)),
-                           metrics=metrics, thresholds=best['thresholds'])
+        info = task.bundle_info(model, cfg,
+                                name=os.path.basename(os.path.abspath(cfg.output_dir)),
+                                metrics=metrics, thresholds=best['thresholds'])
         save_bundle(bundle_path, info,
-                    lambda folder: write_bundle_files(model, processor, folder, info),
+                    lambda folder: task.write_bundle_files(model, processor, folder, info),
                     overwrite=True)
         _LOG.info('best epoch %s (validation %s %.4f); bundle written to %s', best['epoch'],
                   cfg.best_metric, best.get(cfg.best_metric, math.nan), bundle_path)
@@ -722,69 +691,28 @@ def _finish(cfg: TrainConfig, accelerator: Any, model: Any, processor: Any,
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def add_train_arguments(parser: Any) -> None:
-    """Arguments of ``python -m training train`` (one flag per TrainConfig field)."""
-    parser.description = ('Fine-tune LLaVA with LoRA and a score head on EMOTIC (or the '
-                          'synthetic set / your JSONL data). Defaults: the LLaVA-1.5 LoRA '
-                          'recipe. For several GPUs/nodes start it with accelerate launch or '
-                          'torchrun (docs/training.md).')
-    add_config_arguments(parser)
-    parser.add_argument('--print-config', action='store_true',
-                        help='print the resolved configuration as YAML and exit')
-
-
-def run_train(args: Any) -> int:
-    """Run ``python -m training train`` from parsed arguments."""
-    cfg = config_from_args(args)
-    if args.print_config:
-        import yaml
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end='')
-        return 0
-    summary = train(cfg)
-    if summary:
-        print(json.dumps({k: v for k, v in summary.items() if k != 'history'}, indent=2))
-    return 0
-
-
-def train_from_argv(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Parse flags and train (for scripts and tests)."""
-    from training.config import parse_train_args
-    return train(parse_train_args(argv))
-
-
-__all__ = ['EpochSampler', 'MetricsLogger', 'add_train_arguments', 'evaluate_loader',
-           'list_checkpoints', 'run_train', 'split_metrics', 'train', 'train_from_argv']
-
-
-# ---------------------------------------------------------------------------------------------
 # Export.
 
 
-def add_export_arguments(parser: Any) -> None:
-    """Arguments of ``python -m training export``."""
-    parser.description = ('Write a weights bundle from a training run (its best epoch or a '
-                          'checkpoint), or merge the LoRA adapter of a bundle into the base '
-                          'weights for deployment.')
-    parser.add_argument('source', help='a run folder (output_dir of train) or a bundle folder')
-    parser.add_argument('out', help='bundle folder to create')
-    parser.add_argument('--checkpoint', default='best',
-                        help="from a run: 'best' (default), 'latest', or a checkpoint folder")
-    parser.add_argument('--merge', action='store_true',
-                        help='fold the LoRA adapter into the base weights (a full model copy, '
-                             'loads without peft)')
-    parser.add_argument('--base-model', default='',
-                        help='where to load the base model from (default: the recorded one)')
-    parser.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float16', 'float32'),
-                        help='weights dtype of a merged bundle (default bfloat16)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing bundle')
+def read_run_config(run_dir: str) -> Dict[str, Any]:
+    """The resolved TrainConfig values a training run saved (its ``config.json``).
+
+    Raises:
+        ConfigError: for a folder that is not a training run.
+    """
+    config_path = os.path.join(run_dir, 'config.json')
+    if not os.path.isfile(config_path):
+        raise ConfigError(f'{run_dir} is neither a bundle (manifest.json) nor a training run '
+                          '(config.json)')
+    with open(config_path, encoding='utf-8') as f:
+        return json.load(f)
 
 
-def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str = '',
-               overwrite: bool = False) -> Dict[str, Any]:
+def export_run(run_dir: str, out: str, task: Task, checkpoint: str = 'best',
+               base_model: str = '', overwrite: bool = False) -> Dict[str, Any]:
     """Write a LoRA bundle from a training run's best epoch or one of its checkpoints.
+
+    ``task`` is the run's ``model_kind`` (:func:`training.commands.export_run` picks it).
 
     Raises:
         ConfigError: for a folder that is not a run, or an existing ``out``.
@@ -792,22 +720,9 @@ def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str
     """
     from safetensors.torch import load_file
     from emotion_ros.llm.bundle import save_bundle
-    from training.config import config_from_mapping
-    from training.model import build_model, bundle_info, write_bundle_files
-    config_path = os.path.join(run_dir, 'config.json')
-    if not os.path.isfile(config_path):
-        raise ConfigError(f'{run_dir} is neither a bundle (manifest.json) nor a training run '
-                          '(config.json)')
-    with open(config_path, encoding='utf-8') as f:
-        audio_visual = json.load(f).get('model_kind') == 'audio_visual'
-    if audio_visual:
-        from training.av_model import av_bundle_info as bundle_info  # noqa: F811
-        from training.av_model import build_av_model as build_model  # noqa: F811
-        from training.av_model import write_av_bundle_files as write_bundle_files  # noqa: F811
+    values = read_run_config(run_dir)
     if os.path.exists(out) and not overwrite:
         raise ConfigError(f'{out} already exists; pass --overwrite to replace it')
-    with open(config_path, encoding='utf-8') as f:
-        values = json.load(f)
     if base_model:
         values['base_model'] = base_model
     values['resume'] = 'auto'
@@ -831,41 +746,13 @@ def export_run(run_dir: str, out: str, checkpoint: str = 'best', base_model: str
         folder = checkpoint
     if not os.path.isfile(os.path.join(folder, TRAINABLE_FILE)):
         raise ConfigError(f'--checkpoint: {folder} holds no {TRAINABLE_FILE}')
-    model, processor = build_model(cfg.replace(gradient_checkpointing=False))
+    model, processor = task.build_model(cfg.replace(gradient_checkpointing=False))
     model.load_trainable_state_dict(load_file(os.path.join(folder, TRAINABLE_FILE)))
-    info = bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)), metrics=metrics,
-                       thresholds=thresholds)
-    return save_bundle(out, info, lambda d: write_bundle_files(model, processor, d, info),
+    info = task.bundle_info(model, cfg, name=os.path.basename(os.path.abspath(out)),
+                            metrics=metrics, thresholds=thresholds)
+    return save_bundle(out, info, lambda d: task.write_bundle_files(model, processor, d, info),
                        overwrite=overwrite)
 
 
-def run_export(args: Any) -> int:
-    """Run ``python -m training export`` from parsed arguments."""
-    from emotion_ros.llm.bundle import MANIFEST_NAME, merge_adapter
-    source_is_bundle = os.path.isfile(os.path.join(args.source, MANIFEST_NAME))
-    if source_is_bundle:
-        if not args.merge:
-            raise ConfigError(f'{args.source} is already a bundle; add --merge to merge its '
-                              'adapter, or copy the folder')
-        manifest = merge_adapter(args.source, args.out, base_model=args.base_model or None,
-                                 dtype=args.dtype, overwrite=args.overwrite)
-    elif args.merge:
-        if os.path.exists(args.out) and not args.overwrite:
-            raise ConfigError(f'{args.out} already exists; pass --overwrite to replace it')
-        import tempfile
-        parent = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(parent, exist_ok=True)
-        tmp_root = tempfile.mkdtemp(prefix='.export-', dir=parent)  # never a user's folder
-        tmp = os.path.join(tmp_root, 'lora')
-        try:
-            export_run(args.source, tmp, args.checkpoint, args.base_model)
-            manifest = merge_adapter(tmp, args.out, base_model=args.base_model or None,
-                                     dtype=args.dtype, overwrite=args.overwrite)
-        finally:
-            shutil.rmtree(tmp_root, ignore_errors=True)
-    else:
-        manifest = export_run(args.source, args.out, args.checkpoint, args.base_model,
-                              args.overwrite)
-    print(f'wrote {manifest["adapter_type"]} bundle {os.path.abspath(args.out)} '
-          f'(base model {manifest["base_model"]}, contract {manifest["contract_version"]})')
-    return 0
+__all__ = ['EpochSampler', 'MetricsLogger', 'Task', 'evaluate_loader', 'export_run',
+           'list_checkpoints', 'read_run_config', 'split_metrics', 'train']

@@ -23,8 +23,8 @@ from emotion_ros.llm.contract import VAD_MAX, VAD_MIN
 from emotion_ros.llm.encoding import positions_from_mask
 from emotion_ros.llm.head import apply_head, build_score_head
 from emotion_ros.llm.scoring import core_llava
-from training.collate import AnswerTokensError, IGNORE_INDEX
-from training.config import TrainConfig
+from training.core.collate import AnswerTokensError, IGNORE_INDEX
+from training.core.config import TrainConfig
 
 
 def assemble_processor(tokenizer: Any, image_processor: Any, config: Any) -> Any:

@@ -21,6 +21,7 @@ import numpy as np
 
 from emotion_ros.errors import InputError
 from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE
+from training.core.images import load_image_rgb
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.flv', '.mkv', '.mov', '.webm')
@@ -105,7 +106,6 @@ def read_frames(path: str, max_frames: int = 8) -> List[np.ndarray]:
             raise InputError(f'{path}: frame folder holds no images', 'video')
         pick = np.unique(np.linspace(0, len(names) - 1, min(max_frames, len(names)))
                          .round().astype(int))
-        from training.data import load_image_rgb
         return [load_image_rgb(os.path.join(path, names[i])) for i in pick]
     import cv2
     if not os.path.isfile(path):

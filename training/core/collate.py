@@ -97,7 +97,7 @@ def encode_example(processor: Any, template_id: str, question: str, answer: str,
 
 
 class EmotionCollator:
-    """Turns a list of :class:`training.samples.Sample` into a right-padded model batch.
+    """Turns a list of :class:`training.emotic.samples.Sample` into a right-padded model batch.
 
     The batch holds ``input_ids``, ``attention_mask``, ``labels``,
     ``pixel_values``, ``score_index`` (the head's read position),

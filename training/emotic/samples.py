@@ -21,7 +21,8 @@ import numpy as np
 from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS, PROMPTS, format_answer
 from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.llm.person_view import DEFAULT_CROP_MARGIN, render_person
-from training.data import PersonRecord, categories_to_vector, load_image_rgb
+from training.core.images import load_image_rgb
+from training.emotic.records import categories_to_vector, PersonRecord
 
 # Prompts that ask for something other than the labels (no ground truth to train on).
 NO_TARGET_PROMPTS = frozenset({'explain_v1'})

@@ -35,7 +35,7 @@ import numpy as np
 
 from emotion_ros.llm.contract import CATEGORIES, NUM_CATEGORIES, VAD_MAX, VAD_MIN
 from emotion_ros.errors import ConfigError
-from training.data import SPLITS
+from training.emotic.records import SPLITS
 
 GENERATOR_VERSION = '1'
 FOLDER = 'synthetic/images'
@@ -178,7 +178,7 @@ def make_synthetic(root: str, n_train: int, n_val: int, n_test: int, seed: int =
     Layout: ``root/emotic_pre/{train,val,test}.csv`` (the preprocessed-CSV
     columns) and ``root/emotic/synthetic/images/<split>_<n>.jpg``, plus
     ``root/synthetic.json`` recording how it was made.
-    ``training.data.load_dataset(root, split)`` reads it like EMOTIC.
+    ``training.emotic.dataset.load_dataset(root, split)`` reads it like EMOTIC.
 
     Args:
         root: output folder (created).
@@ -270,7 +270,7 @@ def make_synthetic(root: str, n_train: int, n_val: int, n_test: int, seed: int =
                             persons={s: n for s, n in counts.items() if n}, images=images,
                             seed=seed)
     with open(os.path.join(root, 'synthetic.json'), 'w', encoding='utf-8') as handle:
-        json.dump({'generator': 'training.synthetic', 'version': GENERATOR_VERSION,
+        json.dump({'generator': 'training.emotic.synthetic', 'version': GENERATOR_VERSION,
                    'seed': seed, 'image_size': [width, height],
                    'persons_per_image': persons_per_image, 'persons': info.persons,
                    'images': images}, handle, indent=2)

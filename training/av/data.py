@@ -25,7 +25,7 @@ Layouts (``detect_av_layout`` tells them apart; docs/datasets.md has the details
                ``video/<name>.mp4``; splits ``coarse``, ``fine`` and ``coarse_val`` /
                ``fine_val`` (every 20th clip, left out of the other).
 
-EMOTIC images (any layout of :mod:`training.data`) join a mixed run as image-only
+EMOTIC images (any layout of :mod:`training.emotic.dataset`) join a mixed run as image-only
 records: they bring no audio, so no audio tokens (not zeros).
 """
 
@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections import Counter
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -45,6 +46,8 @@ import numpy as np
 from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, format_answer, PROMPTS
 from emotion_ros.llm.labels import class_categories, class_index, label_set
+from training.core.images import load_image_rgb
+from training.emotic.dataset import load_dataset
 
 AV_LAYOUTS = ('av_jsonl', 'ravdess', 'cremad', 'dfew', 'mer2023', 'merr')
 _RAVDESS = re.compile(r'^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(mp4|wav)$')
@@ -340,7 +343,6 @@ _READERS = {'av_jsonl': _read_av_jsonl, 'ravdess': _read_ravdess, 'cremad': _rea
 
 
 def _emotic_records(root: str, split: str) -> List[AVRecord]:
-    from training.data import load_dataset
     records, _skipped = load_dataset(root, split, max_skip_fraction=1.0)
     return [AVRecord(clip_id=f'{os.path.basename(r.image_path)}#{k}', split=split,
                      dataset='emotic', categories=tuple(r.categories), vad=tuple(r.vad),
@@ -441,8 +443,7 @@ def load_inputs(record: AVRecord, view: str, max_frames: int, use_transcript: bo
     """
     from emotion_ros.llm.multimodal import AVInputs
     from emotion_ros.llm.person_view import render_person
-    from training.data import load_image_rgb
-    from training.media import middle_frame, read_audio, read_frames
+    from training.core.media import middle_frame, read_audio, read_frames  # torch via multimodal
     cached = None
     if cache_dir:
         import hashlib
@@ -525,3 +526,20 @@ class AVSampleSet(Sequence[AVSample]):
         """Iterate in record order."""
         for i in range(len(self)):
             yield self[i]
+
+
+def run_av_stats(args: Any) -> int:
+    """``python -m training stats`` of an audio-visual layout; 0 when no media file is missing."""
+    stats = av_stats(args.root, args.split)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for split, info in stats['splits'].items():
+            print(f'{split}: {info["clips"]} clips, labels {info["labels"]}, '
+                  f'modalities {info["modalities"]}, missing files {info["missing_files"]}')
+    missing = [s for s, v in stats['splits'].items() if v['missing_files']]
+    if missing:
+        print(f'error: {", ".join(missing)}: clips whose media files are missing',
+              file=sys.stderr)
+        return 1
+    return 0

@@ -17,7 +17,7 @@ so vision alone or audio alone can tell at best one of two classes apart
 (50 % accuracy on balanced data) and only both reach 100 %. Nuisances: the
 figure's position, size and skin/background colours, the tone's base pitch,
 loudness, harmonics and noise. It is written in the audio-visual JSONL layout
-(:mod:`training.av_data`), so it trains through the same readers as real data.
+(:mod:`training.av.data`), so it trains through the same readers as real data.
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ import datetime
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +44,9 @@ import numpy as np
 from emotion_ros.llm.contract import CATEGORIES, CONTRACT_VERSION, PROMPTS, VAD_NAMES
 from emotion_ros.llm.contract import parse_answer
 from emotion_ros.errors import ConfigError
+from training.core.images import load_image_rgb
+from training.emotic.dataset import load_dataset
+from training.emotic.records import label_matrix, vad_matrix
 
 # Published EMOTIC test mAP (%) the poster compares with.
 PUBLISHED_MAP: Tuple[Tuple[str, float], ...] = (
@@ -59,7 +61,6 @@ SCORE_SOURCES = ('auto', 'head', 'text', 'logprob')
 
 
 def _load_records(root: str, split: str, max_samples: int, max_skip_fraction: float) -> list:
-    from training.data import load_dataset
     records, skipped = load_dataset(root, split, max_skip_fraction=max_skip_fraction)
     if max_samples:
         records = records[:max_samples]
@@ -78,7 +79,6 @@ def score_records(backend: Any, records: Sequence[Any], source: str, batch_size:
         ``answers`` and the fraction ``parse_complete`` of complete answers.
     """
     from tqdm.auto import tqdm
-    from training.data import load_image_rgb
     n = len(records)
     scores = np.zeros((n, len(CATEGORIES)), np.float32)
     vad = np.full((n, 3), np.nan, np.float32)
@@ -168,11 +168,6 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
         raise ConfigError('give either --bundle PATH or --zero-shot (with --base-model)')
     if args.zero_shot and not args.base_model:
         raise ConfigError('--zero-shot: name the base model with --base-model')
-    if args.bundle:
-        from emotion_ros.llm.bundle import load_manifest
-        if load_manifest(args.bundle).get('model_kind') == 'audio_visual':
-            from training.av_evaluate import evaluate_av
-            return evaluate_av(args)
     source = _resolve_source(args)
     out_dir = args.out
     if os.path.exists(os.path.join(out_dir, 'report.json')) and not args.overwrite:
@@ -197,7 +192,6 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
                                     args.max_skip_fraction)
         val = score_records(backend, val_records, source, args.batch_size,
                             args.max_new_tokens, progress, desc=f'{args.val_split} (thresholds)')
-        from training.data import label_matrix
         val_labels = label_matrix(val_records)
         val_map = mean_average_precision(val_labels, val['scores'])[0]
         values = precision_recall_thresholds(val_labels, val['scores'])
@@ -206,7 +200,6 @@ def evaluate(args: argparse.Namespace) -> Dict[str, Any]:
     test = score_records(backend, test_records, source, args.batch_size, args.max_new_tokens,
                          progress, desc=args.split)
     score_s = time.time() - t1
-    from training.data import label_matrix, vad_matrix
     labels = label_matrix(test_records)
     vad_true = vad_matrix(test_records)
     mean_ap, per_category = mean_average_precision(labels, test['scores'])
@@ -379,80 +372,9 @@ def _plots(out_dir: str, report: Dict[str, Any], labels: np.ndarray, result: Dic
         plt.close(fig)
 
 
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m training evaluate``."""
-    from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE
-    from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, PERSON_VIEWS
-    parser.description = ('Evaluate a weights bundle (or zero-shot LLaVA) on a dataset split: '
-                          'mAP, per-category AP, VAD MAE, thresholds chosen on validation; '
-                          'writes report.json/.md and plots.')
-    parser.add_argument('--data-root', help='dataset folder (EMOTIC .mat / CSV / our JSONL)')
-    parser.add_argument('--bundle', help='weights bundle folder (fine-tuned model)')
-    parser.add_argument('--zero-shot', action='store_true',
-                        help='evaluate the base model without a bundle (needs --base-model)')
-    parser.add_argument('--base-model', default='',
-                        help="base LLaVA (folder or hub id); default: the bundle's")
-    parser.add_argument('--scores', choices=SCORE_SOURCES, default='auto',
-                        help='score source: head (bundles), text (parse generated answers; '
-                             'default for --zero-shot), logprob (zero-shot); default auto')
-    parser.add_argument('--split', default='test', help='split to evaluate (default test)')
-    parser.add_argument('--val-split', default='val',
-                        help="split used to choose the P=R thresholds (default val; '' skips)")
-    parser.add_argument('--out', default='', help='report folder (default eval/<bundle or '
-                        'zero-shot>-<split>)')
-    parser.add_argument('--label', default='', help='name of this row in the tables')
-    parser.add_argument('--max-samples', type=int, default=0,
-                        help='evaluate only the first N persons of each split (0: all)')
-    parser.add_argument('--batch-size', type=int, default=8, help='persons per forward pass')
-    parser.add_argument('--max-new-tokens', type=int, default=64,
-                        help='generation budget for --scores text (default 64)')
-    parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
-    parser.add_argument('--dtype', default='auto',
-                        choices=('auto', 'bfloat16', 'float16', 'float32'))
-    parser.add_argument('--prompt-id', default=DEFAULT_PROMPT_ID,
-                        choices=[p for p in PROMPTS if p.startswith('emotic_')],
-                        help='zero-shot prompt (bundles use their own)')
-    parser.add_argument('--chat-template', default=DEFAULT_CHAT_TEMPLATE,
-                        choices=sorted(CHAT_TEMPLATES), help='zero-shot chat template')
-    parser.add_argument('--view', default='box', choices=PERSON_VIEWS,
-                        help='zero-shot person view (bundles use their own)')
-    parser.add_argument('--max-skip-fraction', type=float, default=0.05,
-                        help='fail when more persons than this are unusable (default 0.05)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing report')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bars')
-    parser.add_argument('--ablations', nargs='+', metavar='CONDITION',
-                        help='audio_visual bundles: conditions to score (default all of: all, '
-                             'no_transcript, vision_only, audio_only, audio_text)')
-    parser.add_argument('--table', nargs='+', metavar='REPORT.json',
-                        help='only print the comparison table of these reports and exit')
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Run ``python -m training evaluate`` from parsed arguments."""
-    if args.table:
-        reports = []
-        for path in args.table:
-            try:
-                with open(path, encoding='utf-8') as f:
-                    reports.append(json.load(f))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f'--table: cannot read {path}: {exc}') from exc
-        print(comparison_table(reports))
-        return 0
-    if not args.data_root:
-        raise ConfigError('--data-root: give the dataset folder')
-    if args.batch_size < 1:
-        raise ConfigError('--batch-size: must be >= 1')
-    if not args.out:
-        name = os.path.basename(os.path.normpath(args.bundle)) if args.bundle else 'zero-shot'
-        args.out = os.path.join('eval', f'{name}-{args.split}')
-    report = evaluate(args)
-    if report.get('model_kind') == 'audio_visual':
-        from training.av_evaluate import ablation_table
-        print(ablation_table(report) + f'\n\nreport in {args.out}', file=sys.stdout)
-        return 0
+def summary_line(report: Dict[str, Any], out_dir: str) -> str:
+    """One line: label, mAP, persons, split, VAD MAE and where the report is."""
     vad = report.get('vad_mae') or {}
-    print(f'{report["label"]}: mAP {_pct(report["map"])} % on {report["persons"]} persons of '
-          f'{report["split"]}' + (f', VAD MAE {_num(vad.get("mean"))}' if vad else '')
-          + f'; report in {args.out}', file=sys.stdout)
-    return 0
+    return (f'{report["label"]}: mAP {_pct(report["map"])} % on {report["persons"]} persons of '
+            f'{report["split"]}' + (f', VAD MAE {_num(vad.get("mean"))}' if vad else '')
+            + f'; report in {out_dir}')

@@ -56,7 +56,7 @@ def evaluate_av(args: Any) -> Dict[str, Any]:
     from emotion_ros.backends.audio_visual import AudioVisualBackend, AudioVisualOptions
     from emotion_ros.llm.labels import label_set as classes_of
     from emotion_ros.evaluation.metrics import classification_metrics, mean_average_precision
-    from training.av_data import AVSampleSet, load_av_records
+    from training.av.data import AVSampleSet, load_av_records
     out_dir = args.out
     if os.path.exists(os.path.join(out_dir, 'report.json')) and not args.overwrite:
         raise ConfigError(f'--out: {out_dir} already holds a report; pass --overwrite or '

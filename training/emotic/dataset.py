@@ -3,7 +3,7 @@
 Formats (``detect_format`` finds out which one a folder holds):
 
 * ``emotic_mat``: the official ``Annotations/Annotations.mat`` (see
-  :mod:`training.emotic`); val/test use the combined labels, as the benchmark;
+  :mod:`training.emotic.readers`); val/test use the combined labels, as the benchmark;
 * ``emotic_csv``: the widely used preprocessed CSV files
   (``emotic_pre/{train,val,test}.csv``, images under ``emotic/<Folder>``);
 * ``jsonl``: our format for teams' own data, one JSON object per person
@@ -28,11 +28,14 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES, VAD_MAX, VAD_MIN
+from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, VAD_MAX, VAD_MIN
 from emotion_ros.llm.contract import VAD_NAMES
 from emotion_ros.errors import ConfigError, InputError
+from training.core.images import display_size, exif_orientation
+from training.emotic.readers import csv_splits, mat_splits, read_emotic_csv, read_emotic_mat
+from training.emotic.records import label_matrix, PersonRecord, RawPerson, SkipReport, SPLITS
+from training.emotic.records import vad_matrix
 
-SPLITS: Tuple[str, ...] = ('train', 'val', 'test')
 FORMATS: Tuple[str, ...] = ('emotic_mat', 'emotic_csv', 'jsonl')
 DEFAULT_MAX_SKIP_FRACTION = 0.05
 
@@ -49,171 +52,7 @@ SKIP_REASONS: Dict[str, str] = {
     'image_size_mismatch': 'the image size differs from the annotated size',
     'box_outside_image': 'the box has no pixel inside the image',
 }
-_EXAMPLES_PER_REASON = 5
 _CATEGORY_BY_LOWER = {name.lower(): name for name in CATEGORIES}
-
-
-@dataclasses.dataclass(frozen=True)
-class PersonRecord:
-    """One annotated person: where they are, what they feel."""
-
-    image_path: str  # absolute
-    box: Tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels, inside the image
-    categories: Tuple[str, ...]  # subset of CATEGORIES, in contract order
-    vad: Tuple[float, float, float]  # valence, arousal, dominance on 1-10 (NaN if unknown)
-    split: str  # train | val | test
-    image_size: Tuple[int, int]  # width, height (as annotated, i.e. the box's frame)
-    # gender, age, annotators, source index...; JSON-friendly values only.
-    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
-
-
-@dataclasses.dataclass
-class SkipReport:
-    """What a load skipped, by reason, with a few examples each."""
-
-    counts: Dict[str, int] = dataclasses.field(default_factory=dict)
-    examples: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
-    total: int = 0  # persons read, kept or not
-    clipped: int = 0  # kept persons whose box was clipped to the image
-
-    def add(self, reason: str, example: str) -> None:
-        """Count one skipped person under ``reason`` (a key of SKIP_REASONS)."""
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < _EXAMPLES_PER_REASON:
-            examples.append(example)
-
-    @property
-    def skipped(self) -> int:
-        """Number of persons skipped, all reasons together."""
-        return sum(self.counts.values())
-
-    @property
-    def fraction(self) -> float:
-        """Skipped persons as a fraction of the persons read (0 when none read)."""
-        return self.skipped / self.total if self.total else 0.0
-
-    def summary(self) -> str:
-        """One line such as ``'missing_image 3, nan_vad 2 (5 of 100 persons, 5.0%)'``."""
-        ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        parts = [f'{reason} {n}' for reason, n in ordered]
-        return (f'{", ".join(parts) or "nothing skipped"} '
-                f'({self.skipped} of {self.total} persons, {100 * self.fraction:.1f}%)')
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-friendly form."""
-        return {'total': self.total, 'skipped': self.skipped, 'fraction': self.fraction,
-                'counts': dict(self.counts), 'examples': {k: list(v) for k, v in
-                                                          self.examples.items()},
-                'clipped': self.clipped}
-
-
-@dataclasses.dataclass
-class RawPerson:
-    """A person as a format reader found it, before the shared checks (internal)."""
-
-    source: str  # where it came from, for messages: 'val.csv row 12'
-    image_path: str
-    box: Any
-    categories: Any
-    vad: Any
-    image_size: Optional[Tuple[int, int]]  # width, height, when annotated
-    meta: Dict[str, Any]
-    error: str = ''  # set by the reader when the annotation could not be parsed
-
-
-# ---------------------------------------------------------------------------------------------
-# Labels
-
-
-def categories_to_vector(categories: Iterable[str]) -> np.ndarray:
-    """26-dim float32 0/1 vector in contract order.
-
-    Raises:
-        InputError: naming any category that is not one of the 26.
-    """
-    vector = np.zeros(NUM_CATEGORIES, np.float32)
-    unknown = []
-    for name in categories:
-        index = CATEGORY_INDEX.get(name)
-        if index is None:
-            unknown.append(name)
-        else:
-            vector[index] = 1.0
-    if unknown:
-        raise InputError(f'unknown EMOTIC categories: {unknown}', 'category')
-    return vector
-
-
-def label_matrix(records: Sequence[PersonRecord]) -> np.ndarray:
-    """(N, 26) float32 0/1 labels of the records, in contract order."""
-    out = np.zeros((len(records), NUM_CATEGORIES), np.float32)
-    for i, record in enumerate(records):
-        out[i] = categories_to_vector(record.categories)
-    return out
-
-
-def vad_matrix(records: Sequence[PersonRecord]) -> np.ndarray:
-    """(N, 3) float64 valence, arousal, dominance of the records (NaN where unknown)."""
-    return np.array([record.vad for record in records], np.float64).reshape(-1, 3)
-
-
-# ---------------------------------------------------------------------------------------------
-# Images
-
-
-def _orientation(image: Any) -> int:
-    try:
-        return int(image.getexif().get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not hide the pixels
-        return 1
-
-
-def _display_size(raw: Tuple[int, int], orientation: int) -> Tuple[int, int]:
-    # EXIF orientations 5-8 rotate by 90 degrees: width and height swap on display.
-    return (raw[1], raw[0]) if orientation in (5, 6, 7, 8) else raw
-
-
-def load_image_rgb(path: str, size: Optional[Tuple[int, int]] = None,
-                   exif_transpose: Optional[bool] = None) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB, oriented like its annotation.
-
-    EMOTIC boxes are in the stored pixel frame; for photos whose EXIF tag says
-    "rotate", the frame the annotator saw is found by comparing with ``size``.
-
-    Args:
-        path: the image file.
-        size: (width, height) the annotation expects, if known.
-        exif_transpose: apply the EXIF orientation (True), do not (False), or
-            decide from ``size`` (None; without ``size`` the EXIF tag is applied,
-            as image viewers do).
-
-    Raises:
-        InputError: when the file is missing, unreadable or truncated, or its
-            size matches neither ``size`` nor its EXIF-rotated form.
-    """
-    from PIL import Image, ImageOps  # lazy: only training loads image files
-
-    try:
-        with Image.open(path) as image:
-            raw = image.size
-            orientation = _orientation(image)
-            if exif_transpose is None:
-                # Without a size, do what image viewers do; with one, rotate only when
-                # the stored frame does not fit and the rotated one does.
-                exif_transpose = size is None or (
-                    tuple(size) != raw and _display_size(raw, orientation) == tuple(size))
-            if exif_transpose and orientation != 1:
-                image = ImageOps.exif_transpose(image)
-            array = np.asarray(image.convert('RGB'), dtype=np.uint8).copy()
-    except FileNotFoundError as exc:
-        raise InputError(f'image file not found: {path}', 'image_file') from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f'cannot read image {path}: {exc}', 'image_file') from exc
-    if size is not None and (array.shape[1], array.shape[0]) != tuple(size):
-        raise InputError(f'image {path} is {array.shape[1]}x{array.shape[0]} but the '
-                         f'annotation expects {size[0]}x{size[1]}', 'image_size')
-    return array
 
 
 @dataclasses.dataclass
@@ -244,7 +83,7 @@ class _ImageChecker:
         try:
             with Image.open(path) as image:
                 raw = image.size
-                orientation = _orientation(image)
+                orientation = exif_orientation(image)
                 if self.decode:
                     image.load()
         except (OSError, ValueError, SyntaxError) as exc:
@@ -256,7 +95,7 @@ def _reconcile_size(info: _ImageInfo, annotated: Optional[Tuple[int, int]]
                     ) -> Tuple[Optional[Tuple[int, int]], Dict[str, Any]]:
     """Decide which pixel frame the annotation refers to; None when nothing fits."""
     raw = info.raw_size
-    display = _display_size(raw, info.orientation)
+    display = display_size(raw, info.orientation)
     if annotated is None:
         return display, {'exif_transpose': info.orientation != 1}
     if annotated == raw:
@@ -532,10 +371,8 @@ def available_splits(root: str, fmt: Optional[str] = None) -> List[str]:
     fmt = fmt or detect_format(root)
     root = os.fspath(root)
     if fmt == 'emotic_mat':
-        from training.emotic import mat_splits
         return mat_splits(root)
     if fmt == 'emotic_csv':
-        from training.emotic import csv_splits
         return csv_splits(root)
     if os.path.isfile(root):
         stem = os.path.splitext(os.path.basename(root))[0]
@@ -598,10 +435,8 @@ def load_dataset(root: str, split: str,
     root = os.fspath(root)
     fmt = fmt or detect_format(root)
     if fmt == 'emotic_mat':
-        from training.emotic import read_emotic_mat
         raw_people: Iterable[RawPerson] = read_emotic_mat(root, split, images_root)
     elif fmt == 'emotic_csv':
-        from training.emotic import read_emotic_csv
         raw_people = read_emotic_csv(root, split, images_root)
     elif fmt == 'jsonl':
         raw_people = _read_jsonl(root, split, images_root)
@@ -780,22 +615,7 @@ def add_stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    """Run ``python -m training stats``; 0 when every split is within the skip threshold."""
-    from training.av_data import av_stats, detect_av_layout
-    if args.fmt is None and detect_av_layout(os.fspath(args.root)):
-        stats = av_stats(args.root, args.split)
-        if args.json:
-            print(json.dumps(stats, indent=2))
-        else:
-            for split, info in stats['splits'].items():
-                print(f'{split}: {info["clips"]} clips, labels {info["labels"]}, '
-                      f'modalities {info["modalities"]}, missing files {info["missing_files"]}')
-        missing = [s for s, v in stats['splits'].items() if v['missing_files']]
-        if missing:
-            print(f'error: {", ".join(missing)}: clips whose media files are missing',
-                  file=sys.stderr)
-            return 1
-        return 0
+    """``python -m training stats`` of an EMOTIC-layout dataset; 0 within the skip threshold."""
     stats = dataset_stats(args.root, args.split, fmt=args.fmt, images_root=args.images_root,
                           check_images=not args.no_check_images,
                           decode_images=args.decode_images,
