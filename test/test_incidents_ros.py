@@ -231,12 +231,13 @@ def test_acknowledge_and_reject_through_services(start_node, ros_node):
     assert drv.settle(lambda: len(drv.open_incidents()) == 2)
     first, second = sorted(drv.open_incidents(), key=lambda i: i.tracks)
     reply = drv.call(IncidentCommand, 'acknowledge_incident',
-                     IncidentCommand.Request(id=first.id, note='on my way'))
+                     IncidentCommand.Request(id=first.id, note='on my way', operator_id='op'))
     assert reply.success and reply.incident.state == Incident.STATE_ACKNOWLEDGED
     reply = drv.call(IncidentCommand, 'reject_incident',
-                     IncidentCommand.Request(id=second.id, note='mannequin'))
+                     IncidentCommand.Request(id=second.id, note='mannequin', operator_id='op'))
     assert reply.success and reply.incident.rejected
-    bad = drv.call(IncidentCommand, 'confirm_incident', IncidentCommand.Request(id=999))
+    bad = drv.call(IncidentCommand, 'confirm_incident',
+                   IncidentCommand.Request(id=999, operator_id='op'))
     assert not bad.success and '999' in bad.message
     before = len(drv.alerts)
     for k in range(25):  # both now frightened: only the acknowledged one escalates
@@ -332,8 +333,10 @@ def test_audio_node_killed_turns_distress_node_warn(start_node, ros_node):
 
 
 def test_alert_monitor_shows_and_acknowledges_incidents(start_node, ros_node):
-    """alert_monitor started late prints the open incident; `alert_monitor acknowledge <id>`
-    acknowledges it through the service and `list` shows the flag."""
+    """alert_monitor started late prints the open incident; `alert_monitor --operator alice
+    acknowledge <id>` acknowledges it through the service, bob's repeat is refused naming
+    alice, `history` lists both commands, the monitor prints them and `list` shows the
+    flag."""
     import subprocess
     import sys
     from pathlib import Path
@@ -348,10 +351,22 @@ def test_alert_monitor_shows_and_acknowledges_incidents(start_node, ros_node):
     assert wait_until(lambda: f'incident #{incident.id} ' in monitor.output(), 30, drv.spin), \
         monitor.output()
     exe = str(Path(sys.executable).parent / 'alert_monitor')
-    ack = subprocess.run([exe, 'acknowledge', str(incident.id), 'team 2 on the way'],
-                         capture_output=True, text=True, timeout=60)
+    ack = subprocess.run([exe, '--operator', 'alice', 'acknowledge', str(incident.id),
+                          'team 2 on the way'], capture_output=True, text=True, timeout=60)
     assert ack.returncode == 0, ack.stdout + ack.stderr
-    assert f'incident {incident.id} acknowledged' in ack.stdout
+    assert f'incident {incident.id} acknowledged by alice' in ack.stdout
+    again = subprocess.run([exe, '--operator', 'bob', 'acknowledge', str(incident.id), 'me too'],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and 'already acknowledged by alice' in again.stdout
+    history = subprocess.run([exe, 'history', str(incident.id)], capture_output=True,
+                             text=True, timeout=60)
+    lines = history.stdout.splitlines()
+    assert history.returncode == 0 and len(lines) == 3, history.stdout
+    assert 'alice acknowledge "team 2 on the way" -> ACKNOWLEDGED' in lines[1]
+    assert 'bob acknowledge "me too" refused: already acknowledged by alice' in lines[2]
+    assert wait_until(lambda: f'incident #{incident.id} command: ' in monitor.output()
+                      and 'bob acknowledge' in monitor.output(), 30, drv.spin), \
+        monitor.output()
     listed = subprocess.run([exe, 'list'], capture_output=True, text=True, timeout=60)
     assert f'#{incident.id} ' in listed.stdout and '[ack]' in listed.stdout, listed.stdout
     assert wait_until(lambda: 'ACKNOWLEDGED [ack]' in monitor.output(), 30, drv.spin)
@@ -459,3 +474,97 @@ def test_audio_only_estimate_on_voice_emotions_opens_an_audio_only_incident(star
     assert not incident.has_person and 'nobody visible' in incident.reasons
     assert any('voice heard' in r for r in incident.reasons), incident.reasons
     assert {a.incident_id for a in drv.alerts} == {incident.id}
+
+
+def command(drv, action, incident_id, operator, note=''):
+    """Call one operator command service."""
+    return drv.call(IncidentCommand, f'{action}_incident',
+                    IncidentCommand.Request(id=incident_id, note=note, operator_id=operator))
+
+
+def test_operators_outside_the_accepted_list_are_refused_and_history_is_published(
+        start_node, ros_node):
+    """With accepted_operators set, a command from another operator id (or none) is refused
+    with the reason, changes nothing, is counted in /diagnostics (WARN naming it); accepted
+    operators' commands, a refused repeat included, are in the incident's history in the
+    latched IncidentArray (who, when, action, note, outcome, state)."""
+    node = message_time_node(start_node, 'accepted_operators:=[alice,bob]')
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    for k in range(15):
+        drv.frame(9000.0 + 0.2 * k, [estimate(1, 0.95)])
+    assert drv.settle(lambda: drv.open_incidents())
+    [incident] = drv.open_incidents()
+    rogue = command(drv, 'reject', incident.id, '/some_other_robot/rogue_ui', 'not ours')
+    assert not rogue.success
+    assert "'/some_other_robot/rogue_ui' is not among the accepted operators" in rogue.message
+    assert "['alice', 'bob']" in rogue.message
+    nameless = command(drv, 'acknowledge', incident.id, '')
+    assert not nameless.success and 'operator_id is empty' in nameless.message
+    listed = drv.call(ListIncidents, 'list_incidents', ListIncidents.Request())
+    [same] = listed.incidents
+    assert not same.rejected and not same.acknowledged and list(same.history) == []
+    assert command(drv, 'acknowledge', incident.id, 'alice', 'on my way').success
+    repeat = command(drv, 'acknowledge', incident.id, 'bob', 'me too')
+    assert not repeat.success and 'already acknowledged by alice' in repeat.message
+    confirmed = command(drv, 'confirm', incident.id, 'bob', 'seen on camera 2')
+    assert confirmed.success and confirmed.incident.state == Incident.STATE_CONFIRMED
+    back = command(drv, 'acknowledge', incident.id, 'alice')
+    assert not back.success and back.incident.state == Incident.STATE_CONFIRMED
+
+    def published():
+        found = [i for i in (drv.incidents[-1].incidents if drv.incidents else [])
+                 if i.id == incident.id]
+        return found[0] if found and len(found[0].history) == 4 else None
+    assert drv.settle(lambda: published() is not None)
+    shown = published()
+    assert [(e.operator_id, e.action, e.note, e.accepted, e.state) for e in shown.history] == [
+        ('alice', 'acknowledge', 'on my way', True, Incident.STATE_ACKNOWLEDGED),
+        ('bob', 'acknowledge', 'me too', False, Incident.STATE_ACKNOWLEDGED),
+        ('bob', 'confirm', 'seen on camera 2', True, Incident.STATE_CONFIRMED),
+        ('alice', 'acknowledge', '', False, Incident.STATE_CONFIRMED)]
+    stamps = [conversions.stamp_to_sec(e.stamp) for e in shown.history]
+    assert stamps == sorted(stamps) and abs(stamps[0] - time.time()) < 120  # node clock
+    assert shown.confirmed and shown.note == 'seen on camera 2'
+    assert drv.settle(lambda: drv.status().get('commands_refused.operator_not_accepted') == '1')
+    status = drv.status()
+    assert status['commands_refused.no_operator'] == '1'
+    assert status['commands_refused.transition'] == '2'
+    assert status['commands_accepted'] == '2' and status['commands_refused'] == '4'
+    warn = next(s for a in reversed(drv.diags) for s in a.status
+                if s.name == 'emotion_ros: distress_node')
+    assert warn.level == warn.WARN and 'rogue_ui' in warn.message
+    assert 'not among the accepted operators' in node.output()
+
+
+def test_resolved_incident_stays_listed_closed_keep_s_after_the_resolve(start_node, ros_node):
+    """Resolved 1.5 s after its last evidence, an incident is still in every published list
+    (RESOLVED, with the resolve in its history) until closed_keep_s (2 s) after the command on
+    the node's clock, and gone after that."""
+    node = message_time_node(start_node, 'closed_keep_s:=2.0', 'incidents_period_s:=0.2')
+    drv = Driver(ros_node)
+    drv.wait_connected(node)
+    for k in range(15):
+        drv.frame(9500.0 + 0.2 * k, [estimate(1, 0.95)])
+    assert drv.settle(lambda: drv.open_incidents())
+    [incident] = drv.open_incidents()
+    drv.spin(1.5)  # no evidence for a while: the old code counted from the last evidence
+    reply = command(drv, 'resolve', incident.id, 'alice', 'paramedics took over')
+    assert reply.success and reply.incident.state == Incident.STATE_RESOLVED
+    resolved_at = conversions.stamp_to_sec(reply.incident.history[-1].stamp)
+    start = len(drv.incidents)
+
+    def gone():
+        return any(conversions.stamp_to_sec(a.header.stamp) > resolved_at and not any(
+            i.id == incident.id for i in a.incidents) for a in drv.incidents[start:])
+    assert drv.settle(gone, 30), node.output()[-2000:]
+    lists = [(conversions.stamp_to_sec(a.header.stamp), {i.id: i for i in a.incidents})
+             for a in drv.incidents[start:]]
+    kept = [(t, found[incident.id]) for t, found in lists
+            if t >= resolved_at and incident.id in found]
+    assert kept and max(t for t, _ in kept) >= resolved_at + 1.6, \
+        [round(t - resolved_at, 2) for t, _ in lists]
+    assert all(i.state == Incident.STATE_RESOLVED and i.history[-1].operator_id == 'alice'
+               for _, i in kept)
+    missing = [t - resolved_at for t, found in lists if incident.id not in found]
+    assert missing and min(missing) >= 2.0, missing

@@ -7,6 +7,7 @@ validate ``config/robot.yaml`` without starting ROS.
 from __future__ import annotations
 
 import dataclasses
+from typing import Tuple
 
 from emotion_ros.audio.cues import AudioCueConfig
 from emotion_ros.config.schema import field, inline
@@ -98,6 +99,11 @@ class DistressNodeConfig:
     use_node_clock: bool = field(
         True, 'Judge stamps against the node clock (use_sim_time for bags): stamps more than '
         'max_future_s ahead are rejected; false: against the newest stamp received.')
+    accepted_operators: Tuple[str, ...] = field(
+        (), 'Operator ids allowed to command incidents (the operator_id of acknowledge/confirm/'
+        'reject/resolve requests; exact match); empty: anyone who names themselves. A guard '
+        "against another robot's operator UI on a shared domain, not a security boundary "
+        '(docs/security.md).')
     fusion: FusionConfig = inline(FusionConfig, 'Distress fusion.')
 
 

@@ -20,10 +20,13 @@ Incidents
     returned when an incident is created or its level rises (at once, no
     cooldown). Going above WATCH needs ``min_evidence_s`` of evidence at
     WATCH or more, unless a call for help was heard. Operators acknowledge,
-    confirm, reject or resolve incidents; a rejected person does not re-alert
-    for ``reject_hold_s``. Incidents go STALE without evidence for
-    ``stale_after_s`` and are resolved after ``expire_s`` without evidence or
-    ``clear_after_s`` of calm evidence.
+    confirm, reject or resolve incidents (the allowed transitions:
+    ``incidents.TRANSITIONS``; each command kept in the incident's history); a
+    rejected person does not re-alert for ``reject_hold_s`` after the reject.
+    Incidents go STALE without evidence for ``stale_after_s`` and are resolved
+    after ``expire_s`` without evidence or ``clear_after_s`` of calm evidence;
+    a resolved incident stays listed ``closed_keep_s`` after it closed (after
+    the operator's command for a resolve).
 
 Time
     Every message's stamp goes through a TimeGuard: a clock step back of one
@@ -42,9 +45,10 @@ import numpy as np
 from emotion_ros.config.schema import field
 from emotion_ros.llm.contract import CATEGORY_INDEX, DISTRESS_CATEGORIES, vad_to_word
 from emotion_ros.errors import ConfigError
-from emotion_ros.fusion.incidents import (ACKNOWLEDGED, COMMANDS, CONFIRMED, ESCALATED,
-                                          Incident, NEW, REJECTED, RESOLVED, STALE, STATE_NAMES,
-                                          TimeGuard, UPDATED)
+from emotion_ros.fusion.incidents import (ACKNOWLEDGED, apply_command, COMMANDS, CONFIRMED,
+                                          ESCALATED, Incident, NEW, PHASE_CONFIRMED,
+                                          PHASE_REJECTED, REJECTED, RESOLVED, STALE, TimeGuard,
+                                          UPDATED)
 from emotion_ros.types import (Alert, AudioCueResult, FrameResult, LEVEL_DISTRESS,
                                LEVEL_EMERGENCY, LEVEL_WATCH, PersonEstimate, Transcript)
 
@@ -136,10 +140,11 @@ class FusionConfig:
         'long is resolved (cleared).', positive=True)
     reject_hold_s: float = field(
         300.0, "A rejected incident keeps absorbing its person's evidence (no new alerts) for "
-        'this long before it is closed.', min=0.0)
+        'this long after the reject command before it is closed.', min=0.0)
     closed_keep_s: float = field(
-        30.0, 'Resolved incidents stay in the incident list this long (so listeners see the '
-        'final state).', min=0.0)
+        30.0, 'Resolved incidents stay in the incident list this long after they closed '
+        "(after the operator's command when resolved by one), so listeners see the final "
+        'state.', min=0.0)
     max_open_incidents: int = field(
         100, 'At most this many open incidents; the oldest calm one is closed beyond.', min=1)
     clock_step_tolerance_s: float = field(
@@ -214,9 +219,12 @@ class DistressFusion:
         self._incidents: Dict[int, Incident] = {}
         self._next_id = 1
         self._now = -math.inf
+        self._clock = -math.inf  # the receiver's clock, as told by command() and idle()
         self.changed = False  # set whenever an incident's state, level or evidence changed
         self.counters: Dict[str, int] = {'incidents_created': 0, 'alerts': 0,
-                                         'suppressed_rejected': 0}
+                                         'suppressed_rejected': 0, 'commands_accepted': 0}
+        #: Refused operator commands by kind (unknown_action, unknown_incident, transition).
+        self.refusals: Dict[str, int] = {}
 
     # ---------------------------------------------------------------- config
     def reconfigure(self, config: FusionConfig) -> None:
@@ -408,45 +416,70 @@ class DistressFusion:
             self.changed = True
         return alerts
 
-    def idle(self, seconds: float) -> None:
+    def idle(self, seconds: float, clock: Optional[float] = None) -> None:
         """No input for ``seconds`` (receiver's clock): let incidents go stale or expire.
 
         The node calls this from its timer, so that incidents age even when every
         camera and microphone has gone quiet; message time stays untouched.
+        ``clock`` is the receiver's clock now (seconds, as the ``stamp`` of
+        :meth:`command`): an incident an operator resolved stays listed until
+        ``closed_keep_s`` have passed on it too, even when message time runs ahead
+        (a burst of queued frames, a bag played fast).
         """
-        if seconds > 0 and math.isfinite(self._now):
+        if clock is not None and math.isfinite(clock):
+            self._clock = max(self._clock, float(clock))
+        if seconds >= 0 and math.isfinite(self._now):
             self._housekeeping(self._now + seconds)
 
     # --------------------------------------------------------------- operators
-    def command(self, incident_id: int, action: str, note: str = ''
+    def command(self, incident_id: int, action: str, note: str = '', operator_id: str = '',
+                stamp: Optional[float] = None, idle_s: float = 0.0
                 ) -> Tuple[bool, str, Optional[Incident]]:
         """Apply an operator command (acknowledge, confirm, reject, resolve).
+
+        Which command is allowed in which phase is the table
+        ``emotion_ros.fusion.incidents.TRANSITIONS``; a refused one changes nothing
+        but the incident's history, where every command on a known incident is kept
+        (``operator_id``, ``stamp``, action, note, accepted, the resulting state).
+
+        Args:
+            stamp: when the command was handled on the caller's clock (seconds), kept
+                in the history; default: the fusion's time line. A resolved incident
+                stays listed until ``closed_keep_s`` passed on this clock too (see
+                :meth:`idle`).
+            idle_s: how long the caller's clock ran since the last input arrived. The
+                command happens at the newest evidence time plus this, so that
+                ``closed_keep_s`` (resolve) and ``reject_hold_s`` (reject) count from
+                the command, not from the last evidence.
 
         Returns (success, message, incident).
         """
         if action not in COMMANDS:
+            self.refusals['unknown_action'] = self.refusals.get('unknown_action', 0) + 1
             return False, f'unknown action {action!r}; known: {sorted(COMMANDS)}', None
         incident = self._incidents.get(incident_id)
-        if incident is None:
-            known = sorted(i for i, inc in self._incidents.items() if inc.open)
+        if incident is None or incident.level == 0:
+            self.refusals['unknown_incident'] = self.refusals.get('unknown_incident', 0) + 1
+            known = sorted(i for i, inc in self._incidents.items() if inc.open and inc.level)
             return False, f'no incident {incident_id} (open incidents: {known})', None
-        if not incident.open:
-            return False, f'incident {incident_id} is already resolved', incident
-        state = COMMANDS[action]
-        incident.state = state
-        if note:
-            incident.note = note
-        if state == ACKNOWLEDGED:
-            incident.acknowledged = True
-        elif state == CONFIRMED:
-            incident.acknowledged = incident.confirmed = True
-        elif state == REJECTED:
-            incident.acknowledged, incident.rejected = True, True
-            incident.closed_t = self._now + self.config.reject_hold_s  # when it will close
-        elif state == RESOLVED:
-            self._close(incident, self._now, 'resolved by operator')
+        t = self._now + max(float(idle_s), 0.0) if math.isfinite(idle_s) else self._now
+        ok, message = apply_command(incident, action, operator_id, note,
+                                    t if stamp is None else float(stamp))
         self.changed = True
-        return True, f'incident {incident_id} {STATE_NAMES[state].lower()}', incident
+        if not ok:
+            self.refusals['transition'] = self.refusals.get('transition', 0) + 1
+            return False, message, incident
+        self.counters['commands_accepted'] += 1
+        if incident.phase == PHASE_REJECTED:
+            incident.reject_until_t = t + self.config.reject_hold_s  # when it will close
+        elif incident.phase == PHASE_CONFIRMED:
+            incident.reject_until_t = None
+        elif action == 'resolve':
+            self._close(incident, t, 'resolved by operator')
+            if stamp is not None and math.isfinite(stamp):
+                incident.closed_clock = float(stamp)
+                self._clock = max(self._clock, float(stamp))
+        return True, message, incident
 
     # ----------------------------------------------------------------- queries
     def incidents(self, include_closed: bool = True) -> List[Incident]:
@@ -719,11 +752,13 @@ class DistressFusion:
                 del self._incidents[incident.id]
                 continue
             if not incident.open:
-                if incident.closed_t is not None and t - incident.closed_t > cfg.closed_keep_s:
+                if (incident.closed_t is not None and t - incident.closed_t > cfg.closed_keep_s
+                        and (incident.closed_clock is None
+                             or self._clock - incident.closed_clock > cfg.closed_keep_s)):
                     del self._incidents[incident.id]
                 continue
             if incident.rejected:
-                if incident.closed_t is not None and t >= incident.closed_t:
+                if incident.reject_until_t is not None and t >= incident.reject_until_t:
                     self._close(incident, t, 'rejected by operator')
                 continue
             quiet = t - incident.last_seen_t

@@ -2,20 +2,28 @@
 
     alert_monitor                        # print alerts and incident changes as they come
     alert_monitor list                   # print the open incidents once
-    alert_monitor acknowledge 3 "on my way"
+    alert_monitor history 3              # every command on incident 3 (who, when, outcome)
+    alert_monitor --operator alice acknowledge 3 "on my way"
     alert_monitor confirm 3 | reject 3 "a poster" | resolve 3
 
 Monitoring prints every alert as a readable line (and appends it to
-``output_jsonl``), and one line per incident whenever its state or level
-changes; the incident list is subscribed reliable + transient_local, so a
-monitor started late (or reconnecting) shows every open incident at once.
+``output_jsonl``), one line per incident whenever its state or level
+changes, and one line per operator command it records; the incident list is
+subscribed reliable + transient_local, so a monitor started late (or
+reconnecting) shows every open incident at once.
+
+Commands name their operator: ``--operator``, else ``$EMOTION_ROS_OPERATOR``,
+else ``user@host`` of this shell; distress_node may accept only some ids
+(its ``accepted_operators`` parameter).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import socket
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -68,23 +76,41 @@ class AlertMonitor(Node):
         for incident in msg.incidents:
             key = (incident.state, incident.level, incident.acknowledged, incident.confirmed,
                    incident.rejected, tuple(incident.tracks))
-            if self._seen.get(incident.id) != key:
-                self._seen[incident.id] = key
+            seen = self._seen.get(incident.id)
+            if seen is None or seen[0] != key:
                 print('incident ' + conversions.format_incident(incident), flush=True)
+            shown = seen[1] if seen is not None else 0
+            for entry in incident.history[shown:]:
+                print(f'incident #{incident.id} command: '
+                      + conversions.format_history_entry(entry), flush=True)
+            self._seen[incident.id] = (key, len(incident.history))
+
+
+def default_operator() -> str:
+    """$EMOTION_ROS_OPERATOR, else user@host of this shell."""
+    name = os.environ.get('EMOTION_ROS_OPERATOR', '').strip()
+    if name:
+        return name
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: B902 - no login name (a container): the host alone
+        user = 'operator'
+    return f'{user}@{socket.gethostname()}'
 
 
 def command(action: str, incident_id: Optional[int], note: str, timeout_s: float,
-            ros_args: Sequence[str] = ()) -> int:
+            ros_args: Sequence[str] = (), operator: str = '') -> int:
     """Run one operator command against the distress node; print the result; exit code."""
     rclpy.init(args=['alert_monitor', *ros_args])
     node = rclpy.create_node('alert_monitor_cli')
     try:
-        if action == 'list':
+        if action in ('list', 'history'):
             client = node.create_client(ListIncidents, 'list_incidents')
-            request = ListIncidents.Request()
+            request = ListIncidents.Request(include_closed=action == 'history')
         else:
             client = node.create_client(IncidentCommand, f'{action}_incident')
-            request = IncidentCommand.Request(id=incident_id, note=note)
+            request = IncidentCommand.Request(id=incident_id, note=note,
+                                              operator_id=operator or default_operator())
         if not client.wait_for_service(timeout_sec=timeout_s):
             print(f'no {client.srv_name} service (is distress_node running, same '
                   'ROS_DOMAIN_ID and namespace?)', file=sys.stderr)
@@ -95,6 +121,18 @@ def command(action: str, incident_id: Optional[int], note: str, timeout_s: float
         if reply is None:
             print(f'{client.srv_name}: no answer within {timeout_s} s', file=sys.stderr)
             return 1
+        if action == 'history':
+            found = [i for i in reply.incidents if i.id == incident_id]
+            if not found:
+                print(f'no incident {incident_id} (listed: '
+                      f'{[i.id for i in reply.incidents]})')
+                return 1
+            print(conversions.format_incident(found[0]))
+            for entry in found[0].history:
+                print('  ' + conversions.format_history_entry(entry))
+            if not found[0].history:
+                print('  no operator commands yet')
+            return 0
         if action == 'list':
             for incident in reply.incidents:
                 print(conversions.format_incident(incident))
@@ -119,11 +157,16 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         argv, ros_args = argv[:i], argv[i:]
     parser = argparse.ArgumentParser(
         prog='alert_monitor', description='Print distress alerts and incidents as they come; '
-        'or list incidents / acknowledge, confirm, reject or resolve one.')
-    parser.add_argument('action', nargs='?', choices=['list', *COMMANDS],
+        'or list incidents, show the command history of one, acknowledge, confirm, reject or '
+        'resolve one.')
+    parser.add_argument('action', nargs='?', choices=['list', 'history', *COMMANDS],
                         help='operator command (default: monitor)')
     parser.add_argument('id', nargs='?', type=int, help='incident id (for the commands)')
     parser.add_argument('note', nargs='?', default='', help='note kept with the incident')
+    parser.add_argument('--operator', default='',
+                        help='who commands (kept in the incident history; distress_node may '
+                        'accept only some ids); default: $EMOTION_ROS_OPERATOR, else '
+                        'user@host')
     parser.add_argument('--timeout', type=float, default=10.0,
                         help='seconds to wait for the service (default: %(default)s)')
     opts = parser.parse_args(argv)
@@ -132,7 +175,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         return
     if opts.action != 'list' and opts.id is None:
         parser.error(f'{opts.action} needs an incident id')
-    sys.exit(command(opts.action, opts.id, opts.note, opts.timeout, ros_args))
+    sys.exit(command(opts.action, opts.id, opts.note, opts.timeout, ros_args, opts.operator))
 
 
 if __name__ == '__main__':

@@ -7,8 +7,9 @@ from typing import List
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, Incident, PersonEmotion,
-                                  PersonEmotionArray, PersonPosition, Transcript)
+from emotion_ros_msgs.msg import (AudioCues, AudioFrame, DistressAlert, Incident,
+                                  IncidentHistoryEntry, PersonEmotion, PersonEmotionArray,
+                                  PersonPosition, Transcript)
 from geometry_msgs.msg import Point, PointStamped
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -274,7 +275,8 @@ def incident_to_msg(incident) -> Incident:
                    rejected=incident.rejected, note=incident.note,
                    resolution=incident.resolution, alert_count=int(incident.alerts),
                    cameras=sorted(incident.cameras), tracks=incident.track_names,
-                   help_heard=incident.help_heard)
+                   help_heard=incident.help_heard,
+                   history=[history_entry_to_msg(e) for e in incident.history])
     if incident.position is not None:
         stamp = incident.person_stamp if math.isfinite(incident.person_stamp) else \
             incident.stamp
@@ -292,6 +294,23 @@ def incident_to_msg(incident) -> Incident:
         msg.has_transcript = True
         msg.transcript = transcript_to_msg(incident.transcript)
     return msg
+
+
+def history_entry_to_msg(entry) -> IncidentHistoryEntry:
+    """emotion_ros.fusion.incidents.HistoryEntry -> emotion_ros_msgs/IncidentHistoryEntry."""
+    return IncidentHistoryEntry(stamp=sec_to_stamp(entry.stamp), operator_id=entry.operator_id,
+                                action=entry.action, note=entry.note,
+                                accepted=bool(entry.accepted), message=entry.message,
+                                state=int(entry.state))
+
+
+def format_history_entry(entry: IncidentHistoryEntry) -> str:
+    """One readable line per history entry: when, who, what, the outcome and the note."""
+    when = stamp_to_sec(entry.stamp)
+    outcome = (f'-> {STATE_NAMES.get(entry.state, entry.state)}' if entry.accepted
+               else f'refused: {entry.message.split(" refused: ", 1)[-1]}')
+    note = f' "{entry.note}"' if entry.note else ''
+    return f't={when:.2f}s {entry.operator_id or "(unnamed)"} {entry.action}{note} {outcome}'
 
 
 def _audio_frame(incident) -> str:
@@ -369,9 +388,11 @@ def format_incident(msg: Incident) -> str:
              ('rejected', msg.rejected))
     flags = ''.join(f' [{f}]' for f, on in marks if on)
     who = ', '.join(msg.tracks) or 'audio only'
+    last = next((e for e in reversed(msg.history) if e.accepted), None)
+    by = f' (last command: {last.action} by {last.operator_id or "(unnamed)"})' if last else ''
     return (f'#{msg.id} {LEVEL_NAMES.get(msg.level, msg.level)} '
             f'{STATE_NAMES.get(msg.state, msg.state)}{flags} score {msg.score:.2f} ({who})'
-            f'{where}: ' + '; '.join(msg.reasons))
+            f'{where}: ' + '; '.join(msg.reasons) + by)
 
 
 def _finite(value: float) -> object:

@@ -8,7 +8,10 @@ Outputs and their QoS (docs/messages.md):
   + volatile by default (``alerts_*`` parameters).
 - ``incident_markers`` (MarkerArray): reliable + transient_local, depth 1.
 - services ``list_incidents``, ``acknowledge_incident``, ``confirm_incident``,
-  ``reject_incident``, ``resolve_incident``.
+  ``reject_incident``, ``resolve_incident``: each command names its operator
+  (``operator_id``; only ``accepted_operators`` when set), the lifecycle table
+  (``emotion_ros.fusion.incidents.TRANSITIONS``) decides, refusals carry the
+  reason and are counted in /diagnostics (``commands_refused.<kind>``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from visualization_msgs.msg import MarkerArray
 
 from emotion_ros.errors import InputError
 from emotion_ros.fusion.distress import DistressFusion
-from emotion_ros.fusion.incidents import COMMANDS
+from emotion_ros.fusion.incidents import check_request, COMMANDS
 from emotion_ros.config.nodes import DistressNodeConfig
 from emotion_ros.ros import conversions
 from emotion_ros.ros.markers import incident_markers
@@ -37,6 +40,9 @@ from emotion_ros.ros.health import BadInputLog, boundary, NodeHealth
 from emotion_ros.ros.params import declare_config
 from emotion_ros.ros.qos import reliability_qos
 from emotion_ros.types import Alert
+
+#: /diagnostics stay WARN this long (s) after a command from an operator not accepted.
+GUARD_WARN_S = 30.0
 
 #: Parameters that shape publishers, timers and QoS: set them at start-up.
 READ_ONLY = ('diagnostics_period_s', 'incidents_period_s', 'incidents_depth', 'alerts_',
@@ -106,6 +112,9 @@ class DistressNode(Node):
         self._signature = None
         self._last_input_clock = self._clock_s()
         self._marker_ids: set = set()
+        # Commands refused before reaching the lifecycle (no/bad operator id, not accepted).
+        self._guard_refusals: dict = {}
+        self._last_guard_refusal = None  # (monotonic time, what) of the newest not accepted
         # Unique per namespace: 'emotion_ros: distress_node', 'emotion_ros: robot1/distress_node'.
         self.diagnostics = Diagnostics(
             self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
@@ -206,7 +215,7 @@ class DistressNode(Node):
     # -------------------------------------------------------------- outputs
     def _incident_signature(self):
         return tuple((i.id, i.state, i.level, i.acknowledged, i.confirmed, i.rejected,
-                      len(i.tracks)) for i in self.fusion.incidents())
+                      len(i.tracks), len(i.history)) for i in self.fusion.incidents())
 
     def _publish_incidents(self) -> None:
         incidents = self.fusion.incidents()
@@ -221,20 +230,21 @@ class DistressNode(Node):
     @boundary('timer', 'republish')
     def _republish(self) -> None:
         with self._lock:
-            idle = self._clock_s() - self._last_input_clock
-            if idle > 1.0:
-                # Nothing arrives (cameras off, link down): incidents still age.
-                self.fusion.idle(idle)
+            now = self._clock_s()
+            idle = now - self._last_input_clock
+            # Nothing arrives (cameras off, link down): incidents still age. The clock also
+            # times how long resolved incidents stay listed after an operator's resolve.
+            self.fusion.idle(idle if idle > 1.0 else 0.0, clock=now)
             self._publish_incidents()
 
     @boundary('timer', 'age')
     def _age(self) -> None:
         with self._lock:
-            idle = self._clock_s() - self._last_input_clock
-            if idle > 1.0:
-                self.fusion.idle(idle)
-                if self._incident_signature() != self._signature:
-                    self._publish_incidents()
+            now = self._clock_s()
+            idle = now - self._last_input_clock
+            self.fusion.idle(idle if idle > 1.0 else 0.0, clock=now)
+            if self._incident_signature() != self._signature:
+                self._publish_incidents()
 
     def _clock_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -252,17 +262,47 @@ class DistressNode(Node):
         def handle(request: IncidentCommand.Request,
                    response: IncidentCommand.Response) -> IncidentCommand.Response:
             with self._lock:
-                ok, message, incident = self.fusion.command(int(request.id), action,
-                                                            request.note)
+                operator, note = str(request.operator_id), str(request.note)
+                refusal = check_request(operator, note, self.config.accepted_operators)
+                if refusal is not None:
+                    kind, reason = refusal
+                    self._guard_refusals[kind] = self._guard_refusals.get(kind, 0) + 1
+                    if kind == 'operator_not_accepted':
+                        self._last_guard_refusal = (time.monotonic(), f'{operator!r} on '
+                                                    f'{action}_incident {request.id}')
+                    response.success = False
+                    response.message = f'{action} incident {request.id} refused: {reason}'
+                    self.get_logger().warning(f'operator command refused: {response.message}')
+                    return response
+                now = self._clock_s()
+                ok, message, incident = self.fusion.command(
+                    int(request.id), action, note, operator, stamp=now,
+                    idle_s=now - self._last_input_clock)
                 response.success, response.message = ok, message
                 if incident is not None:
                     response.incident = conversions.incident_to_msg(incident)
                 if ok:
                     self.get_logger().info(f'operator: {message}'
-                                           + (f' ({request.note})' if request.note else ''))
-                    self._publish_incidents()
+                                           + (f' ({note})' if note else ''))
+                else:
+                    self.get_logger().warning(f'operator command refused: {message}')
+                if incident is not None:
+                    self._publish_incidents()  # the history changed, refused or not
             return response
         return self.health.wrap(handle, 'service', f'{action}_incident')
+
+    def _command_values(self) -> dict:
+        """Accepted and refused operator commands for /diagnostics."""
+        refused = dict(self.fusion.refusals)
+        for kind, count in self._guard_refusals.items():
+            refused[kind] = refused.get(kind, 0) + count
+        values = {'commands_accepted': self.fusion.counters['commands_accepted'],
+                  'commands_refused': sum(refused.values())}
+        for kind, count in sorted(refused.items()):
+            values[f'commands_refused.{kind}'] = count
+        if self.config.accepted_operators:
+            values['accepted_operators'] = ', '.join(self.config.accepted_operators)
+        return values
 
     # ---------------------------------------------------------- diagnostics
     @boundary('timer', 'diagnostics')
@@ -284,6 +324,7 @@ class DistressNode(Node):
                       'persons_in_last_frame': self._last_persons,
                       'tracks_followed': self.fusion.tracks_followed,
                       'model': self._last_model or 'no estimates yet'}
+            values.update(self._command_values())
         for level, name in conversions.LEVEL_NAMES.items():
             values[f'alerts.{name}'] = self._alerts_by_level.get(level, 0)
             values[f'incidents_open.{name}'] = sum(1 for i in incidents if i.level == level)
@@ -299,6 +340,11 @@ class DistressNode(Node):
             what = 'stopped' if self._cues_seen else 'never arrived'
             problems.append(f'audio cues {what} ({now - self._last_cues_t:.0f} s; is '
                             'audio_node running? expect_audio: false if there is no audio)')
+        if (self._last_guard_refusal is not None
+                and now - self._last_guard_refusal[0] <= GUARD_WARN_S):
+            problems.append(f'refused a command from an operator not in accepted_operators '
+                            f'{now - self._last_guard_refusal[0]:.0f} s ago '
+                            f'({self._last_guard_refusal[1]})')
         if self.fusion.clock.future_rejected or self.fusion.clock.clock_steps:
             values['time'] = (f'{self.fusion.clock.clock_steps} clock steps back, '
                               f'{self.fusion.clock.future_rejected} future stamps rejected')
