@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from emotion_ros_msgs.msg import DistressAlert, Incident, IncidentArray
 from visualization_msgs.msg import Marker
 
@@ -36,8 +37,8 @@ def test_levels_and_states_are_defined_once():
         assert f'`STATE_{name}` ({value})' in docs or f'`{name}` ({value})' in docs, name
 
 
-def _fused_incident():
-    fusion = DistressFusion(FusionConfig())
+def _fused_incident(fusion=None):
+    fusion = fusion if fusion is not None else DistressFusion(FusionConfig())
     scores = np.zeros(NUM_CATEGORIES, np.float32)
     scores[CATEGORY_INDEX['Fear']] = 0.95
     position = Position(frame_id='map', xyz=(4.0, 2.0, 0.0), covariance=(0.04, 0, 0, 0, 0.04,
@@ -109,3 +110,51 @@ def test_markers_show_incidents_and_delete_gone_ones():
     assert {(m.ns, m.action) for m in cleared.markers} == {('incidents', Marker.DELETE),
                                                            ('incident_labels', Marker.DELETE)}
     assert shown == set()
+
+
+@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
+def test_bags_with_incidents_from_before_the_history_still_read(tmp_path, storage):
+    """An 'incidents' topic recorded with Incident as it was before `history` (the current
+    definition minus that field) decodes from the bag's own definition; a new bag carries
+    the history."""
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import get_types_from_msg
+
+    from emotion_ros.evaluation.bags import BagReader, BagWriter, project_typestore
+    fusion = DistressFusion(FusionConfig())
+    incident = _fused_incident(fusion)
+    assert fusion.command(incident.id, 'acknowledge', 'on my way', 'alice', stamp=5.0)[0]
+    msg = conversions.incident_to_msg(incident)
+    data = serialize_message(IncidentArray(incidents=[msg]))
+    msg_dir = ROOT / 'emotion_ros_msgs' / 'msg'
+    current = (msg_dir / 'Incident.msg').read_text()
+    assert 'IncidentHistoryEntry[] history' in current
+    old = '\n'.join(line for line in current.splitlines()
+                    if not line.startswith('IncidentHistoryEntry[]'))
+    incident_type = 'emotion_ros_msgs/msg/Incident'
+    array_type = 'emotion_ros_msgs/msg/IncidentArray'
+    old_store = project_typestore(dict(get_types_from_msg(old, incident_type)))
+    new_store = project_typestore()
+    assert 'history' in [n for n, _ in new_store.fielddefs[incident_type][1]]
+    new = new_store.deserialize_cdr(data, array_type)
+    old_fields = [n for n, _ in old_store.fielddefs[incident_type][1]]
+    assert 'history' not in old_fields
+    old_msg = old_store.types[array_type](header=new.header, incidents=[
+        old_store.types[incident_type](**{n: getattr(new.incidents[0], n) for n in old_fields})])
+    with BagWriter(tmp_path / 'old', storage, old_store) as writer:
+        writer.add_topic('/incidents', array_type)
+        writer.write('/incidents', 10**9, old_msg)
+    with BagWriter(tmp_path / 'new', storage, new_store) as writer:
+        writer.add_topic('/incidents', array_type)
+        writer.write_raw('/incidents', 10**9, data)
+    for name, history in (('old', False), ('new', True)):
+        with BagReader(tmp_path / name) as bag:
+            [message] = list(bag.messages())
+            [read] = bag.deserialize(message).incidents
+        assert read.id == msg.id and list(read.tracks) == list(msg.tracks)
+        assert read.note == 'on my way' and read.acknowledged
+        assert bytes(read.person.crop.data) == b'\xff\xd8jpeg'
+        assert hasattr(read, 'history') == history
+        if history:
+            assert [(e.operator_id, e.action, e.stamp.sec) for e in read.history] == [
+                ('alice', 'acknowledge', 5)]

@@ -134,7 +134,13 @@ def reload_config(node: Node, cls: Type[T]) -> T:
 
 def read_parameters(node: Node, fields: Dict[str, dataclasses.Field]) -> Dict[str, Any]:
     """Current values of the declared parameters as a flat mapping."""
-    return {name: _plain(node.get_parameter(name).value) for name in fields}
+    values = {}
+    for name, f in fields.items():
+        value = _plain(node.get_parameter(name).value)
+        if value is None and isinstance(f.default, tuple):
+            value = []  # an empty list ('[]' in a YAML params file) reads back as not set
+        values[name] = value
+    return values
 
 
 def _plain(value: Any) -> Any:
