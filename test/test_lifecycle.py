@@ -417,3 +417,46 @@ def test_docs_table_matches_the_code():
             else:
                 assert cell.startswith(f'**{rule.target.upper()}**'), (phase, command, cell)
     assert seen == set(inc.PHASES)
+
+
+def test_sros2_policy_lets_only_the_operator_call_the_incident_services():
+    """config/sros2/emotion_ros_policy.xml (docs/security.md): the incident services are
+    answered only by distress_node's enclave and requested only by the operator enclave; each
+    node's profile names the topics that node uses."""
+    import xml.etree.ElementTree as ET
+    root = ET.parse(ROOT / 'config' / 'sros2' / 'emotion_ros_policy.xml').getroot()
+    assert root.tag == 'policy' and root.get('version') == '0.2.0'
+    services = {f'{c}_incident' for c in COMMANDS} | {'list_incidents'}
+    rules = {}
+    topics = {}
+    for enclave in root.iter('enclave'):
+        for profile in enclave.iter('profile'):
+            key = (enclave.get('path'), profile.get('node'))
+            for group in profile.findall('services'):
+                for kind in ('request', 'reply'):
+                    if group.get(kind) == 'ALLOW':
+                        rules.setdefault(kind, {})[key] = {s.text for s in group}
+            for group in profile.findall('topics'):
+                for kind in ('publish', 'subscribe'):
+                    if group.get(kind) == 'ALLOW':
+                        topics.setdefault(key, {})[kind] = {t.text for t in group}
+    answering = {k for k, names in rules['reply'].items() if names & services}
+    asking = {k for k, names in rules['request'].items() if names & services}
+    assert answering == {('/emotion_ros/distress_node', 'distress_node')}
+    assert rules['reply'][('/emotion_ros/distress_node', 'distress_node')] >= services
+    assert asking == {('/emotion_ros/operator', 'alert_monitor_cli')}
+    assert rules['request'][('/emotion_ros/operator', 'alert_monitor_cli')] == services
+    distress = topics[('/emotion_ros/distress_node', 'distress_node')]
+    assert distress['subscribe'] >= {'persons', 'voice_emotions', 'audio_cues', 'transcripts'}
+    assert distress['publish'] >= {'incidents', 'distress_alerts', 'incident_markers',
+                                   '/diagnostics'}
+    assert topics[('/emotion_ros/operator', 'alert_monitor')]['subscribe'] >= {
+        'incidents', 'distress_alerts'}
+    assert topics[('/emotion_ros/perception_node', 'perception_node')]['publish'] >= {
+        'persons', 'voice_emotions'}
+    assert topics[('/emotion_ros/audio_node', 'audio_node')]['publish'] >= {
+        'audio_cues', 'transcripts'}
+    assert 'audio' in topics[('/emotion_ros/microphone_node', 'microphone_node')]['publish']
+    doc = (ROOT / 'docs' / 'security.md').read_text()
+    for enclave in {k[0] for k in topics}:
+        assert enclave.rsplit('/', 1)[1] in doc
