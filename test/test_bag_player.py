@@ -52,7 +52,8 @@ def test_plays_every_message_with_its_original_timing(bag, start_node, ros_node)
     node = ros_node('listener')
     images = _subscribe(node, Image, '/cam')
     audio = _subscribe(node, AudioFrame, '/mic')
-    player = start_node('bag_player', str(bag), '--rate', '2', '--wait-for-subscribers', '1')
+    player = start_node('bag_player', str(bag), '--rate', '2', '--wait-for-subscribers', '1',
+                        '--no-restamp')
     assert wait_until(lambda: len(images) == N and len(audio) == N, 30, ros_node.spin), \
         player.output()
     assert [m.data[0] for _, m in images] == list(range(N))
@@ -117,3 +118,70 @@ def test_bad_arguments_exit_with_a_clear_message(bag, start_node, args, message)
     assert wait_until(lambda: not player.alive(), 20), player.output()
     assert player.proc.returncode == 2
     assert message in player.output()
+
+
+@pytest.mark.parametrize('rate', [1.0, 2.0])
+def test_restamps_headers_to_the_replay_time(bag, start_node, ros_node, rate):
+    """By default every header stamp moves to the replay time: the first message is stamped
+    when it is played (wall clock, as a live camera would), every stamp keeps its recorded
+    offset from the first message (divided by the rate), images and audio alike, and the
+    payload is untouched."""
+    from emotion_ros_msgs.msg import AudioFrame
+    from sensor_msgs.msg import Image
+    node = ros_node('listener')
+    images = _subscribe(node, Image, '/cam')
+    audio = _subscribe(node, AudioFrame, '/mic')
+    before = time.time()
+    player = start_node('bag_player', str(bag), '--rate', str(rate),
+                        '--wait-for-subscribers', '1')
+    assert wait_until(lambda: len(images) == N and len(audio) == N, 30, ros_node.spin), \
+        player.output()
+    after = time.time()
+    assert [m.data[0] for _, m in images] == list(range(N))
+    first = _stamp(images[0][1])
+    # Replay time, not bag time (START = 2000 s after the epoch): within this test's run.
+    assert before <= first <= after
+    assert all(before <= _stamp(m) <= after + 1 for _, m in images + audio)
+    np.testing.assert_allclose([_stamp(m) - first for _, m in images],
+                               [i * PERIOD / rate for i in range(N)], atol=2e-6)
+    np.testing.assert_allclose([_stamp(m) - first for _, m in audio],
+                               [(i * PERIOD + 0.005) / rate for i in range(N)], atol=2e-6)
+    assert 'moved to the replay time' in player.output()
+
+
+@pytest.mark.parametrize('endian', ['<', '>'])
+def test_restamp_rewrites_only_the_stamp(endian):
+    """restamp() changes header.stamp of serialized Image / CameraInfo / AudioFrame data in
+    either byte order and leaves every other byte as it was; other encapsulations are
+    refused with a reason."""
+    import struct
+
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from emotion_ros.errors import InputError
+    from emotion_ros.ros.bag_player_node import restamp
+    from emotion_ros_msgs.msg import AudioFrame
+    rng = np.random.default_rng(0)
+    for cls in (Image, CameraInfo, AudioFrame):
+        for _ in range(20):
+            msg = cls()
+            msg.header.stamp.sec = int(rng.integers(0, 2**30))
+            msg.header.stamp.nanosec = int(rng.integers(0, 10**9))
+            msg.header.frame_id = 'cam'
+            data = serialize_message(msg)
+            if endian == '>':  # the same stamp as a big-endian writer would store it
+                data = (b'\x00\x00' + data[2:4] + struct.pack('>iI', msg.header.stamp.sec,
+                                                               msg.header.stamp.nanosec)
+                        + data[12:])
+            old = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            shift = int(rng.integers(-10**15, 10**15))
+            out = restamp(data, lambda ns: ns + shift)
+            sec, nanosec = struct.unpack_from(endian + 'iI', out, 4)
+            assert sec * 10**9 + nanosec == old + shift and 0 <= nanosec < 10**9
+            assert out[:4] == data[:4] and out[12:] == data[12:]
+            if endian == '<':
+                back = deserialize_message(out, cls)
+                assert back.header.frame_id == 'cam'
+    with pytest.raises(InputError, match='encapsulation'):
+        restamp(b'\x00\x03' + bytes(20), lambda ns: ns)

@@ -231,13 +231,17 @@ class MakeBagOptions:
 
     @property
     def camera_info_topic(self) -> str:
-        """<image topic's namespace>/camera_info."""
-        return self.image_topic.rsplit('/', 1)[0] + '/camera_info'
+        """<image topic's namespace>/camera_info (emotion_ros.ros.graph.camera_topics)."""
+        from emotion_ros.ros.graph import camera_topics
+        return camera_topics(self.image_topic)[0]
 
     @property
     def depth_topic(self) -> str:
-        """<image topic's namespace>/depth/image_raw."""
-        return self.image_topic.rsplit('/', 1)[0] + '/depth/image_raw'
+        """<image topic's namespace>/depth/image_raw: where the perception node started by
+        `emotion-ros up` or robot.launch.py looks for it (one description of the topic names:
+        emotion_ros.ros.graph.camera_topics)."""
+        from emotion_ros.ros.graph import camera_topics
+        return camera_topics(self.image_topic)[1]
 
     def validate(self) -> None:
         """Raise InputError naming the first bad option."""

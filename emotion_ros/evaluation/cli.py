@@ -25,6 +25,8 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                  'make a labelled test bag from videos, images and WAV files'),
     'bag-info': ('emotion_ros.evaluation.cli:setup_bag_info',
                  'show what a bag holds (storage, duration, topics)'),
+    'up': ('emotion_ros.ros.supervisor:setup_up',
+           'start the robot node graph (what ros2 launch emotion_ros robot.launch.py starts)'),
 }
 
 
@@ -37,7 +39,8 @@ def build_parser(verb: Optional[str] = None) -> argparse.ArgumentParser:
     """Build the top-level parser; only ``verb``'s arguments are set up (all get help)."""
     parser = argparse.ArgumentParser(
         prog='emotion-ros',
-        description='emotion_ros tools: evaluate the distress pipeline on recorded bags, '
+        description='emotion_ros tools: start the robot node graph (up), evaluate the '
+                    'distress pipeline on recorded bags, '
                     'make test bags, inspect bags.')
     parser.add_argument('-v', '--verbose', action='store_true', help='log more detail')
     sub = parser.add_subparsers(dest='verb', metavar='COMMAND')

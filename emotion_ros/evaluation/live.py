@@ -285,7 +285,9 @@ def evaluate_live(bag: Any, labels: Any, config: Any, out: Any,
         player = BagPlayer([Parameter('bag', value=str(bag)),
                             Parameter('rate', value=float(live.rate)),
                             Parameter('topics', value=topics),
-                            Parameter('reliability', value='reliable')],
+                            Parameter('reliability', value='reliable'),
+                            # Scored against the labels in bag time: keep the recorded stamps.
+                            Parameter('restamp', value=False)],
                            context=context, on_publish=on_publish)
         executor.add_node(node)
         executor.add_node(player)

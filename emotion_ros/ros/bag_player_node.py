@@ -3,10 +3,18 @@
 For machines without ``ros2 bag`` (the PyPI ROS install has none). Reads the
 bag with rosbags (sqlite3 or mcap) and publishes each message's stored CDR
 bytes as they are (``Publisher.publish(bytes)``, no decoding), paced by the
-bag's receive times divided by ``rate``. Usage::
+bag's receive times divided by ``rate``. Header stamps are rewritten to the replay
+time (``restamp``, on by default): each message's ``header.stamp`` moves by the same
+offset as its receive time (the first message plays "now"; with ``rate`` the offsets
+are scaled), so the graph sees the stamps a live camera and microphone would give:
+``alert_latency_ms`` in distress_node's /diagnostics and incident times are
+meaningful, and a looped or replayed bag does not step the clock back. With
+``--no-restamp`` (or ``clock``, for ``use_sim_time`` nodes) the recorded stamps go
+out unchanged. Usage::
 
     bag_player BAG [--rate 2] [--loop] [--start-offset 5] [--topics /cam /audio]
-               [--remap /cam:=/camera/image_raw] [--clock] [--ros-args ...]
+               [--remap /cam:=/camera/image_raw] [--clock] [--no-restamp]
+               [--ros-args ...]
 
 or ``bag_player --ros-args -p bag:=BAG -p rate:=2.0`` (parameters; command-line
 flags take precedence). ROS remapping (``--ros-args -r /cam:=/camera``)
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import struct
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -53,7 +62,12 @@ class BagPlayerConfig:
     reliability: str = field('reliable', 'QoS reliability of the publishers.',
                              choices=('reliable', 'best_effort'))
     qos_depth: int = field(100, 'QoS history depth of the publishers.', min=1, max=10000)
-    clock: bool = field(False, 'Publish the bag time on /clock (for use_sim_time nodes).')
+    clock: bool = field(False, 'Publish the bag time on /clock (for use_sim_time nodes); the '
+                        'recorded header stamps are kept (restamp is ignored).')
+    restamp: bool = field(
+        True, 'Rewrite header stamps to the replay time (the recorded stamp plus the offset '
+        'between now and the bag time of the first message, scaled by rate), as a live '
+        'sensor would stamp them; false keeps the recorded stamps.')
     wait_for_subscribers: int = field(
         0, 'Before playing, wait until every played topic has at least this many subscribers.',
         min=0)
@@ -129,6 +143,13 @@ class BagPlayer(Node):
         if not self.publishers_by_topic:
             raise InputError(f'nothing to play from {self.config.bag}: none of the message '
                              f'types of {topics} is installed', kind='bag_topic')
+        #: Topics whose messages start with a std_msgs/Header (their stamps are rewritten).
+        self.restamped = sorted(t for t in self.publishers_by_topic
+                                if self.config.restamp and not self.config.clock
+                                and _starts_with_header(info.topics[t].msgtype))
+        kept = sorted(set(self.publishers_by_topic) - set(self.restamped))
+        if self.restamped and kept:
+            self.get_logger().info(f'recorded stamps kept on {kept} (no header first)')
         self.clock_pub = None
         if self.config.clock:
             from rosgraph_msgs.msg import Clock
@@ -139,7 +160,9 @@ class BagPlayer(Node):
         self.get_logger().info(
             f'playing {len(self.publishers_by_topic)} topics of {self.config.bag} '
             f'({info.duration_s:.1f} s, {info.storage}) at rate {self.config.rate}'
-            + (', looping' if self.config.loop else ''))
+            + (', looping' if self.config.loop else '')
+            + ('; header stamps moved to the replay time' if self.restamped else
+               '; recorded header stamps'))
 
     def wait_for_subscribers(self) -> bool:
         """Block until each played topic has enough subscribers (or the timeout)."""
@@ -194,11 +217,12 @@ class BagPlayer(Node):
         start_ns = info.start_ns + int(self.config.start_offset * 1e9)
         first: Optional[int] = None
         wall0 = 0.0
+        epoch0_ns = 0
         for message in self.bag.messages(list(self.publishers_by_topic), start_ns=start_ns):
             if self._stop.is_set():
                 return
             if first is None:
-                first, wall0 = message.log_time_ns, time.monotonic()
+                first, wall0, epoch0_ns = message.log_time_ns, time.monotonic(), time.time_ns()
             due = wall0 + (message.log_time_ns - first) / 1e9 / self.config.rate
             # Sleep in short steps so stop() takes effect quickly.
             while not self._stop.is_set():
@@ -211,7 +235,11 @@ class BagPlayer(Node):
                 clock = Clock()
                 clock.clock.sec, clock.clock.nanosec = divmod(message.log_time_ns, 10**9)
                 self.clock_pub.publish(clock)
-            self.publishers_by_topic[message.topic].publish(bytes(message.data))
+            data = bytes(message.data)
+            if message.topic in self.restamped:
+                data = restamp(data, lambda ns: epoch0_ns + round((ns - first)
+                                                                  / self.config.rate))
+            self.publishers_by_topic[message.topic].publish(data)
             self.published += 1
             if self.on_publish is not None:
                 self.on_publish(message, time.monotonic())
@@ -222,6 +250,46 @@ class BagPlayer(Node):
         if self.bag is not None:
             self.bag.close()
         super().destroy_node()
+
+
+def _starts_with_header(msgtype: str) -> bool:
+    try:
+        fields = message_class(msgtype).get_fields_and_field_types()
+    except (ImportError, AttributeError):
+        return False
+    return next(iter(fields.values()), None) == 'std_msgs/Header'
+
+
+#: CDR encapsulation ids of plain (final-type) data: (big-endian ids, little-endian ids).
+_PLAIN_CDR = ({0x0000, 0x0006}, {0x0001, 0x0007})
+
+
+def restamp(data: bytes, new_time: Callable[[int], int]) -> bytes:
+    """Serialized message ``data`` (its first field a std_msgs/Header) with its
+    ``header.stamp`` replaced by ``new_time(old stamp in nanoseconds)`` (nanoseconds).
+
+    The stamp (int32 sec, uint32 nanosec) is the first thing after the 4-byte CDR
+    encapsulation header, so it is patched in place without decoding the message.
+
+    Raises:
+        InputError: for data too short or in an encapsulation other than plain CDR.
+    """
+    if len(data) < 12:
+        raise InputError(f'message of {len(data)} bytes is too short for a header',
+                         kind='bag_message')
+    kind = int.from_bytes(data[0:2], 'big')
+    if kind in _PLAIN_CDR[0]:
+        order = '>'
+    elif kind in _PLAIN_CDR[1]:
+        order = '<'
+    else:
+        raise InputError(f'cannot restamp CDR encapsulation 0x{kind:04x} (use --no-restamp)',
+                         kind='bag_message')
+    sec, nanosec = struct.unpack_from(order + 'iI', data, 4)
+    new_ns = int(new_time(sec * 10**9 + nanosec))
+    out = bytearray(data)
+    struct.pack_into(order + 'iI', out, 4, new_ns // 10**9, new_ns % 10**9)
+    return bytes(out)
 
 
 def split_ros_args(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -258,14 +326,19 @@ def parse_args(argv: Sequence[str]) -> List[Parameter]:
     parser.add_argument('--start-offset', type=float, help='skip this many seconds')
     parser.add_argument('--topics', nargs='+', help='topics to play (default: all)')
     parser.add_argument('--remap', nargs='+', metavar='FROM:=TO', help='rename topics')
-    parser.add_argument('--clock', action='store_true', default=None, help='publish /clock')
+    parser.add_argument('--clock', action='store_true', default=None,
+                        help='publish /clock (bag time; keeps the recorded stamps)')
+    parser.add_argument('--no-restamp', dest='restamp', action='store_false', default=None,
+                        help='publish the recorded header stamps (default: moved to the '
+                        'replay time)')
     parser.add_argument('--wait-for-subscribers', type=int,
                         help='wait for this many subscribers per topic before playing')
     parser.add_argument('--reliability', choices=('reliable', 'best_effort'))
     args = parser.parse_args(list(argv))
     values = {'bag': args.bag, 'rate': args.rate, 'loop': args.loop,
               'start_offset': args.start_offset, 'topics': args.topics, 'remap': args.remap,
-              'clock': args.clock, 'wait_for_subscribers': args.wait_for_subscribers,
+              'clock': args.clock, 'restamp': args.restamp,
+              'wait_for_subscribers': args.wait_for_subscribers,
               'reliability': args.reliability}
     return [Parameter(k, value=v) for k, v in values.items() if v is not None]
 
