@@ -39,35 +39,135 @@ def launch_calls():
     return calls
 
 
+ARG_SETS = [{}, {'use_microphone': 'false'},
+            {'cameras': 'cam_left,cam_right', 'namespace': 'robot1'},
+            {'namespace': '/robot1', 'camera_topic': '/cam/color/image_raw',
+             'depth_topic': '/cam/aligned_depth_to_color/image_raw', 'audio_topic': '/mic'},
+            {'cameras': 'front', 'image_topic_pattern': '/{camera}/color/image_raw',
+             'log_level': 'debug', 'params_file': str(CONFIG)}]
+
+
 def test_every_launched_executable_is_a_console_script():
-    """Each executable the launch file starts is declared in setup.py, in this package."""
+    """Each executable of the graph is declared in setup.py and its module runs as a script."""
+    from emotion_ros.ros import graph
     scripts = console_scripts()
-    launched = [(ast.literal_eval(kw['package']), ast.literal_eval(kw['executable']))
-                for name, kw in launch_calls() if name in ('Node', 'LifecycleNode')]
-    assert len(launched) == 4
-    for package, executable in launched:
-        assert package == 'emotion_ros'
-        assert executable in scripts, executable
-    assert {e for _, e in launched} <= set(NODE_CONFIGS)
+    specs = graph.nodes({}, str(CONFIG))
+    assert [s.executable for s in specs] == ['perception_node', 'audio_node', 'distress_node',
+                                             'microphone_node']
+    setup = (ROOT / 'setup.py').read_text()
+    for spec in specs:
+        assert spec.executable in scripts and spec.executable in NODE_CONFIGS
+        assert f"'{spec.executable} = {spec.module}:main'" in setup
+        module = ROOT / (spec.module.replace('.', '/') + '.py')
+        assert "if __name__ == '__main__':" in module.read_text()
 
 
-def test_every_camera_shares_the_robot_wide_topics():
-    """Each camera's perception node (in <namespace>/<camera>) is remapped onto the shared
-    topics it exchanges with the other nodes: persons, audio, transcripts, voice_emotions."""
+def test_launch_file_is_a_thin_reader_of_the_graph_description():
+    """robot.launch.py declares exactly graph.ARGUMENTS and builds every node action from a
+    graph.nodes() spec (executable, name, namespace, parameters, remappings, arguments,
+    lifecycle), with no node or remapping of its own: ros2 launch and `emotion-ros up`
+    cannot start different graphs."""
     tree = ast.parse(LAUNCH.read_text())
-    [function] = [n for n in ast.walk(tree)
-                  if isinstance(n, ast.FunctionDef) and n.name == 'perception_nodes']
-    remapped = {node.elts[0].value for node in ast.walk(function)
-                if isinstance(node, ast.Tuple) and len(node.elts) == 2
-                and isinstance(node.elts[0], ast.Constant)}
-    assert {'image', 'persons', 'audio', 'transcripts', 'voice_emotions'} <= remapped, remapped
+    text = LAUNCH.read_text()
+    assert 'graph.nodes(given)' in text and 'for name in graph.ARGUMENT_NAMES' in text
+    assert 'for arg in graph.ARGUMENTS' in text
+    calls = [(name, kw) for name, kw in launch_calls() if name == 'kind']
+    assert len(calls) == 1, 'one node-action constructor, fed from the spec'
+    kwargs = {k: ast.unparse(v) for k, v in calls[0][1].items()}
+    assert kwargs == {'package': 'graph.PACKAGE', 'executable': 'spec.executable',
+                      'name': 'spec.name', 'namespace': 'spec.namespace',
+                      'parameters': 'list(spec.parameters)',
+                      'remappings': 'list(spec.remappings)',
+                      'arguments': "['--ros-args', *spec.arguments]", 'output': "'screen'"}
+    assert 'kind = LifecycleNode if spec.lifecycle else Node' in text
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                and isinstance(n.value, str)}
+    assert not literals & {'image', 'persons', 'audio', 'depth', 'camera_info',
+                           'perception_node', 'distress_node', 'audio_node'}, literals
+
+
+@pytest.mark.parametrize('given', ARG_SETS)
+def test_up_starts_what_the_description_says(given):
+    """`emotion-ros up --dry-run` (the command line of up) prints exactly the specs the
+    launch file reads for the same arguments: node list, namespaces, remappings, parameters
+    files, lifecycle, and the command that runs each."""
+    import json
+    import subprocess
+    import sys
+
+    from emotion_ros.ros import graph
+    words = [f'{k}:={v}' for k, v in given.items()]
+    proc = subprocess.run([sys.executable, '-m', 'emotion_ros.evaluation.cli', 'up',
+                           '--dry-run', *words], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    specs = graph.nodes(given, graph.find_default_params_file(['config/robot.yaml']))
+    assert [dict(s.as_dict(), command=s.command(sys.executable)) for s in specs] == printed
+    for spec, item in zip(specs, printed):
+        words = item['command']
+        assert words[words.index('--ros-args'):] == spec.ros_args()
+        assert Path(item['parameters'][0]).resolve() == CONFIG.resolve()
+
+
+@pytest.mark.parametrize('given', ARG_SETS)
+def test_every_camera_shares_the_robot_wide_topics(given):
+    """Each camera's perception node (in <namespace>/<camera>) is remapped onto the shared
+    topics it exchanges with the other nodes (persons, audio, transcripts, voice_emotions:
+    the ones distress_node and audio_node use in <namespace>) and onto its camera's image,
+    CameraInfo and depth topics; only perception nodes are managed."""
+    from emotion_ros.ros import graph
+    specs = graph.nodes(given, str(CONFIG))
+    namespace = graph.join_ns(given.get('namespace', ''))
+    distress = next(s for s in specs if s.name == 'distress_node')
+    assert distress.namespace == namespace
+    cameras = [s for s in specs if s.name == 'perception_node']
+    assert len(cameras) == len(graph.camera_list(given.get('cameras', '')))
+    for spec in specs:
+        assert spec.lifecycle == (spec.name == 'perception_node')
+        assert spec.parameters == (given.get('params_file', str(CONFIG)),)
+        assert spec.arguments == ('--log-level', given.get('log_level', 'info'))
+    for spec in cameras:
+        remaps = dict(spec.remappings)
+        assert set(remaps) == {'image', 'camera_info', 'depth', 'persons', 'audio',
+                               'transcripts', 'voice_emotions'}
+        assert remaps['persons'] == f'{namespace}/persons'
+        assert remaps['transcripts'] == f'{namespace}/transcripts'
+        audio = given.get('audio_topic', 'audio')
+        assert remaps['audio'] == (audio if audio.startswith('/') else f'{namespace}/{audio}')
+        image = remaps['image']
+        if not given.get('cameras'):
+            assert image == given.get('camera_topic', '/camera/image_raw')
+            base = image.rsplit('/', 1)[0]
+            assert remaps['camera_info'] == given.get('camera_info_topic',
+                                                      f'{base}/camera_info')
+            assert remaps['depth'] == given.get('depth_topic', f'{base}/depth/image_raw')
+        else:
+            camera = spec.namespace.rsplit('/', 1)[1]
+            assert spec.namespace == graph.join_ns(namespace, camera)
+            assert remaps['depth'] == f'/{camera}/depth/image_raw'
+
+
+def test_depth_and_camera_info_topics_match_what_make_bag_writes():
+    """make-bag --camera-info --depth writes where the graph's default remaps look, for the
+    single camera and for a named camera (one convention: graph.camera_topics)."""
+    from emotion_ros.evaluation.bagtools import MakeBagOptions
+    from emotion_ros.ros import graph
+    [single] = [s for s in graph.nodes({}, str(CONFIG)) if s.lifecycle]
+    options = MakeBagOptions(image_topic=dict(single.remappings)['image'])
+    assert dict(single.remappings)['depth'] == options.depth_topic == '/camera/depth/image_raw'
+    assert dict(single.remappings)['camera_info'] == options.camera_info_topic
+    [left] = [s for s in graph.nodes({'cameras': 'cam_left'}, str(CONFIG)) if s.lifecycle]
+    options = MakeBagOptions(image_topic=dict(left.remappings)['image'])
+    assert dict(left.remappings)['depth'] == options.depth_topic
+    assert dict(left.remappings)['camera_info'] == options.camera_info_topic
 
 
 def test_launch_node_names_match_params_file_sections():
-    """Node names in the launch file are the sections of config/robot.yaml, whose keys match
-    the node in any namespace ('/**/<node>')."""
-    names = {ast.literal_eval(kw['name']) for name, kw in launch_calls()
-             if name in ('Node', 'LifecycleNode')}
+    """Node names of the graph are the sections of config/robot.yaml, whose keys match the
+    node in any namespace ('/**/<node>')."""
+    from emotion_ros.ros import graph
+    names = {s.name for s in graph.nodes({'cameras': 'a,b'}, str(CONFIG))}
     sections = set(yaml.safe_load(CONFIG.read_text()))
     assert all(s.startswith('/**/') for s in sections), sections
     assert names == {s[len('/**/'):] for s in sections}
@@ -83,14 +183,13 @@ def test_default_params_file_exists_and_is_installed():
 
 
 def test_launch_arguments_documented():
-    """The launch arguments the issue asks for exist, each with a description."""
-    args = {ast.literal_eval(call.args[0]): kw for call in ast.walk(ast.parse(LAUNCH.read_text()))
-            if isinstance(call, ast.Call) and getattr(call.func, 'id', '') ==
-            'DeclareLaunchArgument' for kw in [{k.arg: k.value for k in call.keywords}]}
+    """The graph arguments the issues ask for exist, each with a description."""
+    from emotion_ros.ros import graph
+    args = {a.name: a for a in graph.ARGUMENTS}
     assert {'params_file', 'namespace', 'use_microphone', 'camera_topic', 'audio_topic',
             'log_level', 'cameras', 'image_topic_pattern', 'camera_info_topic_pattern',
-            'depth_topic_pattern'} <= set(args)
-    assert all('description' in kw for kw in args.values())
+            'depth_topic_pattern', 'camera_info_topic', 'depth_topic'} <= set(args)
+    assert all(len(a.description) > 20 for a in args.values())
 
 
 @pytest.mark.parametrize('node', sorted(NODE_CONFIGS))

@@ -34,6 +34,20 @@ def log_name(spec: NodeSpec) -> str:
     return spec.fqn.strip('/').replace('/', '.') + '.log'
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when `up` dies without stopping it (SIGKILL).
+
+    The children have sessions of their own (a Ctrl-C in the terminal reaches `up` only,
+    which stops them in order), so without this they would outlive a killed `up`. Linux
+    only; elsewhere a no-op.
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class _Child:
     """One node process, its output copied to its log file (and the screen)."""
 
@@ -44,7 +58,8 @@ class _Child:
         self._echo = echo
         self.proc = subprocess.Popen(spec.command(sys.executable), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, text=True, errors='replace')
+                                     start_new_session=True, text=True, errors='replace',
+                                     preexec_fn=_die_with_parent)
         self._tail: List[str] = []
         self._reader = threading.Thread(target=self._copy, daemon=True,
                                         name=f'log {spec.fqn}')
