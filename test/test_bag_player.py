@@ -171,9 +171,8 @@ def test_restamp_rewrites_only_the_stamp(endian):
             msg.header.frame_id = 'cam'
             data = serialize_message(msg)
             if endian == '>':  # the same stamp as a big-endian writer would store it
-                data = (b'\x00\x00' + data[2:4] + struct.pack('>iI', msg.header.stamp.sec,
-                                                               msg.header.stamp.nanosec)
-                        + data[12:])
+                stamp = struct.pack('>iI', msg.header.stamp.sec, msg.header.stamp.nanosec)
+                data = b'\x00\x00' + data[2:4] + stamp + data[12:]
             old = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             shift = int(rng.integers(-10**15, 10**15))
             out = restamp(data, lambda ns: ns + shift)
