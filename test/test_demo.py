@@ -1,6 +1,7 @@
 """The `make demo` program runs end to end on its sample bag and reports real alerts."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import sys
 def test_demo_replays_sample_bag_and_reports_alerts(tmp_path):
     """The demo builds its bag and runs the node graph: estimates and annotated frames come
     out, and each of its two calls for help (one with people in view, one in an empty scene)
-    raises an alert that names it, in its own incident. Nothing here depends on what the face
+    raises an alert that names it, in its own incident; the demo prints its ROS_DOMAIN_ID and
+    the alert latency measured on replay-time stamps. Nothing here depends on what the face
     model reads from the photos."""
     proc = subprocess.run([sys.executable, '-m', 'emotion_ros.ros.demo', '--out', str(tmp_path)],
                           capture_output=True, text=True, timeout=400)
@@ -26,5 +28,10 @@ def test_demo_replays_sample_bag_and_reports_alerts(tmp_path):
     # The second call comes from an empty scene: nobody visible.
     last = max(help_alerts, key=lambda a: a['stamp'])
     assert last['track_id'] == 0 and 'nobody visible' in last['reasons']
+    # The domain is printed (a second shell joins it); stamps are replay time, so the alert
+    # latency is shorter than the replay itself (bag time would give years).
+    assert f'ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}' in proc.stdout
+    latency = summary['alert_latency_ms']
+    assert 0 <= latency['p50'] <= latency['max'] < 16_000, latency
     # Every alert was printed as a readable line while it arrived.
     assert proc.stdout.count('] person #') + proc.stdout.count('] audio only') == len(alerts)

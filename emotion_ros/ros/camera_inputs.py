@@ -5,7 +5,9 @@ class keeps the latest CameraInfo as a CameraModel, the latest aligned depth
 image, and transforms 3D positions into ``localization.fixed_frame`` with
 tf2_ros when that package is installed (it is on robots; it is not on PyPI).
 Without tf2_ros, or without a transform, positions stay in the camera's
-optical frame and /diagnostics say why.
+optical frame and the node's /diagnostics turn WARN with the reason (a configured
+fixed frame that cannot be reached is a degradation: two cameras then give two
+incidents for one person).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.duration import Duration
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
@@ -83,12 +86,15 @@ class CameraInputs:
                                                        qos_profile_sensor_data))
         self._tf_buffer = None
         self._tf_listener = None
+        self._health = getattr(node, 'health', None)
         if config.fixed_frame:
             if tf2_ros is None:
-                self.tf_status = (f'tf2_ros is not installed: positions stay in the camera '
-                                  f'optical frame, not {config.fixed_frame!r} (install ROS '
-                                  'tf2_ros, e.g. apt install ros-<distro>-tf2-ros)')
-                node.get_logger().warning(self.tf_status)
+                self.tf_status = (f'fixed_frame {config.fixed_frame!r} cannot be reached: '
+                                  'tf2_ros is not installed, so positions stay in the camera '
+                                  'optical frame (install ROS tf2_ros, e.g. apt install '
+                                  'ros-<distro>-tf2-ros, or set localization.fixed_frame: '
+                                  "'')")
+                self._degraded(self.tf_status)
             else:
                 self._tf_buffer = tf2_ros.Buffer()
                 self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
@@ -101,6 +107,19 @@ class CameraInputs:
         self._subs = []
         self._tf_listener = None
         self._tf_buffer = None
+        if self._health is not None:
+            self._health.clear_condition('fixed_frame')
+
+    def _degraded(self, reason: Optional[str]) -> None:
+        """WARN in /diagnostics with ``reason`` while the fixed frame is out of reach
+        (``None``: reached again). Logged once per change by NodeHealth."""
+        if self._health is None:
+            if reason:
+                self._node.get_logger().warning(reason)
+        elif reason:
+            self._health.set_condition('fixed_frame', DiagnosticStatus.WARN, reason)
+        else:
+            self._health.clear_condition('fixed_frame')
 
     # ------------------------------------------------------------- callbacks
     def _on_info(self, msg: CameraInfo) -> None:
@@ -158,12 +177,16 @@ class CameraInputs:
                                   f'{type(exc).__name__}: {exc}; positions stay in the camera '
                                   'frame')
                 self._bad.report('transform', self.tf_status)
+                self._degraded(f'fixed_frame {target!r} cannot be reached: no transform from '
+                               f'{position.frame_id!r} ({type(exc).__name__}); positions stay '
+                               'in the camera optical frame')
                 continue
             r, t = tf.transform.rotation, tf.transform.translation
             person.position = transform_position(position, (r.x, r.y, r.z, r.w),
                                                  (t.x, t.y, t.z), target)
             self.transformed += 1
             self.tf_status = f'transforming into {target!r}'
+            self._degraded(None)
 
     def values(self) -> Dict[str, Any]:
         """Diagnostics of the camera geometry inputs."""

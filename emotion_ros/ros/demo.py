@@ -73,7 +73,7 @@ def build_bag(path: Path) -> None:
             speech = 0.8 * _speech(text, Path(tmp))
             i = int(start * AUDIO_RATE)
             audio[i:i + len(speech)] += speech[:len(audio) - i]
-    t0 = 1_700_000_000.0  # bag time; the player re-stamps to wall clock
+    t0 = 1_700_000_000.0  # bag time; bag_player moves the stamps to the replay time
     with BagWriter(path, 'mcap') as bag:
         bag.add_topic('/camera/image_raw', 'sensor_msgs/msg/Image')
         bag.add_topic('/audio', 'emotion_ros_msgs/msg/AudioFrame')
@@ -108,6 +108,7 @@ class _Recorder:
         self.max_persons = 0
         self.track_ids = set()
         self.alerts: List[Dict] = []
+        self.distress_diagnostics: Dict[str, str] = {}
         self._last_saved = -1.0
         from rclpy.executors import SingleThreadedExecutor
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -115,6 +116,13 @@ class _Recorder:
         self.node.create_subscription(PersonEmotionArray, 'persons', self._on_persons, 10)
         self.node.create_subscription(Image, 'debug_image', self._on_debug, 2)
         self.node.create_subscription(DistressAlert, 'distress_alerts', self._on_alert, 50)
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 20)
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.endswith('distress_node'):
+                self.distress_diagnostics = {kv.key: kv.value for kv in status.values}
 
     def _on_persons(self, msg) -> None:
         self.persons_msgs += 1
@@ -162,6 +170,9 @@ def main(argv=None) -> int:
         if var not in os.environ:
             sys.exit(f'{var} is not set: run through make demo (it sources tools/env.sh)')
 
+    print(f'[demo] ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}: a second shell that runs '
+          '`. tools/env.sh` in this checkout joins the same graph (alert_monitor list)',
+          flush=True)
     out = Path(args.out)
     bag = out / 'demo_bag'
     if args.rebuild_bag and bag.exists():
@@ -221,13 +232,22 @@ def main(argv=None) -> int:
     summary = {'bag': str(bag), 'config': args.config, 'alerts': recorder.alerts,
                'person_frames': recorder.persons_msgs,
                'max_persons_in_frame': recorder.max_persons,
-               'tracks': sorted(recorder.track_ids), 'annotated_frames': recorder.frames}
+               'tracks': sorted(recorder.track_ids), 'annotated_frames': recorder.frames,
+               # Stamps are replay time (bag_player restamps), so this is the real delay from
+               # the evidence's capture to its alert.
+               'alert_latency_ms': {k.rsplit('.', 1)[1]: float(v) for k, v in
+                                    recorder.distress_diagnostics.items()
+                                    if k.startswith('alert_latency_ms.')}}
     recorder.close()
     (run_dir / 'alerts.json').write_text(json.dumps(recorder.alerts, indent=2))
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2))
     print(f'[demo] {len(recorder.alerts)} alerts, {recorder.persons_msgs} person frames, '
           f'up to {recorder.max_persons} people in a frame, {len(recorder.track_ids)} tracks',
           flush=True)
+    if summary['alert_latency_ms']:
+        print('[demo] alert latency (evidence stamp to alert, distress_node /diagnostics): '
+              + ', '.join(f'{k} {v:.0f} ms' for k, v in summary['alert_latency_ms'].items()),
+              flush=True)
     print(f'[demo] wrote {run_dir / "alerts.json"}, {run_dir / "summary.json"} and '
           f'{recorder.frames} annotated frames in {run_dir / "frames"}', flush=True)
     return 0 if recorder.alerts else 1

@@ -207,8 +207,9 @@ class DistressNode(Node):
             msg.position = conversions.position_to_msg(incident.position, msg.header.stamp)
         self._alert_pub.publish(msg)
         self._alerts_by_level[alert.level] = self._alerts_by_level.get(alert.level, 0) + 1
-        # Latency from the evidence's stamp, meaningful when stamps are wall-clock time.
-        latency = (time.time() - alert.stamp) * 1e3
+        # From the evidence's stamp to now on the node clock: live sensors and bag_player
+        # (restamped) give wall-clock stamps; a bag played with /clock and use_sim_time, bag time.
+        latency = (self._clock_s() - alert.stamp) * 1e3
         self._latency_ms = (self._latency_ms + [latency])[-100:]
         self.get_logger().info(conversions.format_alert(msg))
 
