@@ -12,6 +12,8 @@ COMMANDS = [
     [str(BIN / 'emotion-ros'), 'evaluate', '--help'],
     [str(BIN / 'emotion-ros'), 'make-bag', '--help'],
     [str(BIN / 'emotion-ros'), 'bag-info', '--help'],
+    [str(BIN / 'emotion-ros'), 'up', '--help'],
+    [sys.executable, '-m', 'emotion_ros.ros.bag_player_node', '--help'],
     [sys.executable, '-m', 'training', '--help'],
     [sys.executable, '-m', 'training', 'stats', '--help'],
     [sys.executable, '-m', 'training', 'make-synthetic', '--help'],
