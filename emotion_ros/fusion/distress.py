@@ -6,7 +6,8 @@ Evidence
     ``evidence_weight`` its backend declares. A backend declaring less than
     ``weak_evidence_weight`` is weak (the light 7-class face model cannot tell a
     neutral face from a sad one: it declares 0.55): its visual evidence alone
-    never takes an incident above WATCH, whatever the thresholds. It is smoothed per track (``smoothing_tau_s``);
+    never takes an incident above WATCH, whatever the thresholds. It is
+    smoothed per track (``smoothing_tau_s``);
     while the face is not visible it fades with ``visual_fade_s``. Audio
     evidence is a call for help (AudioCues or Transcript, held for
     ``help_hold_s``) or a scream cue at or above ``scream_threshold``.
