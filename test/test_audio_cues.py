@@ -117,8 +117,23 @@ def test_removed_audio_node_scream_threshold_is_refused_naming_the_fusion_one():
     with pytest.raises(ConfigError, match="distress_node's scream_threshold"):
         from_mapping(AudioNodeConfig, {'scream_threshold': 0.5})
     assert 'scream_threshold' in flatten(DistressNodeConfig)
-    assert from_mapping(DistressNodeConfig, {'scream_threshold': 0.7}) is not None
-    assert FusionConfig(scream_threshold=0.7).scream_threshold == 0.7
+    # The fusion built from distress_node's parameters reads it: a scream cue counts as
+    # evidence exactly when its score is at or above the configured threshold.
+    from emotion_ros.fusion.distress import DistressFusion
+    from emotion_ros.types import AudioCueResult
+    for threshold in (0.3, 0.5, 0.7, 0.9):
+        node_config = from_mapping(DistressNodeConfig, {'scream_threshold': threshold})
+        assert node_config.fusion == FusionConfig(scream_threshold=threshold)
+        for score in (0.25, 0.45, 0.55, 0.69, 0.75, 0.95):
+            fusion = DistressFusion(node_config.fusion)
+            alerts = fusion.update_audio(AudioCueResult(
+                stamp=1.0, window_s=1.0, speech_probability=0.0, voice_active=False,
+                help_detected=False, keywords=[], keyword_confidence=0.0, scream_score=score,
+                loudness_dbfs=-20.0, pitch_hz=0.0, spectral_centroid_hz=1000.0,
+                vocal_arousal=float('nan')), 'mic')
+            heard = any('scream' in r for a in alerts for r in a.reasons)
+            # An alert needs WATCH: scream_weight 0.8 * score >= watch_threshold 0.45.
+            assert heard == (score >= threshold and 0.8 * score >= 0.45), (threshold, score)
 
 
 def test_push_before_load_is_a_clear_error():

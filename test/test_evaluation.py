@@ -22,7 +22,8 @@ from emotion_ros.evaluation.matching import iou, match_boxes
 from emotion_ros.evaluation.records import AlertRecord, FrameRecord, PersonRecord
 from emotion_ros.evaluation.runner import evaluate, report_from_dir, RunOptions
 from emotion_ros.evaluation.scoring import EvalConfig, Scorer
-from emotion_ros.types import Alert, EmotionOutput, FrameResult, PersonEstimate
+from emotion_ros.types import (Alert, EmotionOutput, FrameResult, LEVEL_EMERGENCY,
+                               PersonEstimate)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / 'config' / 'robot.yaml'
@@ -307,7 +308,7 @@ def test_scorer_by_hand_without_a_bag():
     check_scripted_metrics(metrics, duration)
     # Without letting audio-only alerts stand for a person, episode a still has its own alert,
     # but a stricter level (emergency only) leaves only the false alert.
-    strict = Scorer(labels, EvalConfig(min_alert_level=3))
+    strict = Scorer(labels, EvalConfig(min_alert_level=LEVEL_EMERGENCY))
     for alert in scorer._alerts:
         strict.add_alert(alert)
     d = strict.distress_metrics((0.0, duration))
@@ -528,3 +529,15 @@ def test_scripted_scenario_with_the_real_pipeline(tmp_path, capsys):
     # The person was found and matched, and emotions were scored on them.
     assert metrics['detection']['recall'] > 0.8 and metrics['emotion']['samples'] > 10
     assert metrics['performance']['frames_processed'] < metrics['performance']['images_read']
+
+
+def test_alert_levels_are_parsed_by_name_and_number():
+    """Every level is accepted by its name (any case) and its number, and means the same
+    constant; anything else is refused naming the known levels."""
+    from emotion_ros.evaluation.scoring import parse_level
+    from emotion_ros.types import LEVEL_NAMES
+    for level, name in LEVEL_NAMES.items():
+        assert parse_level(name) == parse_level(name.lower()) == parse_level(str(level)) == level
+    for bad in ('0', '4', 'alarm', ''):
+        with pytest.raises(ValueError, match='distress'):
+            parse_level(bad)

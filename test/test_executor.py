@@ -77,10 +77,50 @@ def test_every_callback_is_submitted_to_the_pool_once():
 
 
 def test_stock_executor_requeues_under_the_same_load():
-    """The same scene in rclpy's own MultiThreadedExecutor (what NodeExecutor replaces):
-    report how often it queues a task again; the messages still arrive."""
+    """The same scene in rclpy's own MultiThreadedExecutor (what NodeExecutor replaces)
+    queues tasks again (ros2/rclpy#1452): the count NodeExecutor avoids is not zero, so the
+    test above checks a real difference; the messages still arrive."""
     submissions, received = _run(MultiThreadedExecutor)
     assert received == 300
     repeats = sum(n - 1 for n in submissions.values())
     print(f'\nstock MultiThreadedExecutor: {repeats} repeated submissions of '
           f'{len(submissions)} tasks')
+    assert repeats > 0, 'the stock executor no longer re-queues: NodeExecutor may be obsolete'
+    assert max(submissions.values()) > 1
+
+
+def test_a_raising_callback_is_counted_and_the_node_keeps_spinning():
+    """A callback that raises past the boundary does not end spin(): NodeExecutor records
+    it in the node's health (errors.callback.unwrapped, ERROR in /diagnostics) every time,
+    and the node's other callbacks keep running."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from emotion_ros.ros.health import NodeHealth
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('executor_raising', context=context)
+    node.health = NodeHealth(node)
+    ticks = []
+
+    def fail():
+        raise RuntimeError('boom in an unwrapped timer')
+    node.create_timer(0.02, fail)
+    node.create_timer(0.02, lambda: ticks.append(1))
+    executor = NodeExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        assert wait_until(lambda: node.health.counts.get('callback.unwrapped', 0) >= 5, 20)
+        seen = len(ticks)
+        assert wait_until(lambda: len(ticks) > seen + 3, 20)
+        assert spinner.is_alive()
+        assert executor.callback_errors >= 5
+        level, message = node.health.status()
+        assert level == DiagnosticStatus.ERROR and 'boom in an unwrapped timer' in message
+        assert node.health.values()['errors_total'] >= 5
+    finally:
+        executor.shutdown()
+        spinner.join(10)
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -101,18 +101,104 @@ def test_happy_person_never_alerts():
     assert open_incidents(fusion) == []
 
 
+#: (watch, distress, emergency) thresholds: the defaults, and lower ones that the light
+#: backend's weighted evidence (up to 0.55) would reach if the ceiling were not a rule.
+THRESHOLDS = [(0.45, 0.6, 0.8), (0.35, 0.5, 0.55), (0.4, 0.4, 0.45), (0.31, 0.32, 0.33)]
+
+
+@pytest.mark.parametrize('thresholds', THRESHOLDS)
 @pytest.mark.parametrize('fear, sadness, valence', [
     (0.0, 1.0, 5.0), (1.0, 0.0, 5.0), (1.0, 1.0, 1.0), (0.6, 0.9, 3.0), (0.0, 0.0, 1.0)])
-def test_light_backend_alone_never_goes_above_watch(fear, sadness, valence):
+def test_light_backend_alone_never_goes_above_watch(fear, sadness, valence, thresholds):
     """Visual evidence weighted by the light backend's declared weight stays at WATCH at most,
-    however strong and long (60 s), with several people and tracks."""
-    fusion = DistressFusion(FusionConfig())
+    however strong and long (60 s), with several people and tracks, whatever the thresholds
+    (the rule is enforced, not a consequence of 0.55 < distress_threshold)."""
+    watch, distress, emergency = thresholds
+    fusion = DistressFusion(FusionConfig(watch_threshold=watch, distress_threshold=distress,
+                                         emergency_threshold=emergency))
     alerts = run(fusion, [frame(t * 0.2, [
         person(1, fear=fear, sadness=sadness, valence=valence, weight=LIGHT_WEIGHT),
         person(2, fear=fear, sadness=sadness, valence=valence, weight=LIGHT_WEIGHT,
                box=(400, 50, 460, 250))]) for t in range(300)])
     assert all(a.level <= LEVEL_WATCH for a in alerts)
     assert all(i.level <= LEVEL_WATCH for i in fusion.incidents())
+
+
+@pytest.mark.parametrize('thresholds', THRESHOLDS[1:])
+@pytest.mark.parametrize('weight, weak_below, above_watch', [
+    (LIGHT_WEIGHT, 0.6, False), (1.0, 0.6, True), (LIGHT_WEIGHT, 0.5, True),
+    (0.8, 0.9, False)])
+def test_weak_evidence_weight_decides_the_ceiling(thresholds, weight, weak_below, above_watch):
+    """The same strong face (fear 1.0, valence 1) for 20 s under thresholds it exceeds: an
+    estimate whose declared weight is below weak_evidence_weight stays at WATCH, one at or
+    above it goes higher."""
+    watch, distress, emergency = thresholds
+    fusion = DistressFusion(FusionConfig(watch_threshold=watch, distress_threshold=distress,
+                                         emergency_threshold=emergency,
+                                         weak_evidence_weight=weak_below))
+    alerts = run(fusion, [frame(t * 0.2, [person(1, fear=1.0, valence=1.0, weight=weight)])
+                          for t in range(100)])
+    top = max(a.level for a in alerts)
+    assert (top > LEVEL_WATCH) == above_watch, (top, alerts[-1].score)
+
+
+@pytest.mark.parametrize('thresholds', THRESHOLDS[1:])
+def test_light_backend_corroborated_by_a_scream_may_go_above_watch(thresholds):
+    """The ceiling is on visual evidence alone: a light-backend face corroborated by a scream
+    goes above WATCH (audio and the face agree)."""
+    watch, distress, emergency = thresholds
+    fusion = DistressFusion(FusionConfig(watch_threshold=watch, distress_threshold=distress,
+                                         emergency_threshold=emergency))
+    alerts = []
+    for t in range(40):
+        alerts += fusion.update_frame(frame(t * 0.2, [person(1, fear=1.0, valence=2.0,
+                                                             weight=LIGHT_WEIGHT)]))
+        alerts += fusion.update_audio(cues(t * 0.2 + 0.1, scream=0.9), 'mic')
+    assert max(a.level for a in alerts) > LEVEL_WATCH
+
+
+@pytest.mark.parametrize('fear, visibly, level', [
+    (0.35, 0.3, LEVEL_EMERGENCY), (0.35, 0.5, LEVEL_DISTRESS), (0.8, 0.5, LEVEL_EMERGENCY),
+    (0.8, 0.9, LEVEL_DISTRESS), (0.0, 0.0, LEVEL_DISTRESS)])
+def test_visibly_distressed_decides_help_escalation(fear, visibly, level):
+    """A call for help from a person whose visual evidence is above visibly_distressed is
+    EMERGENCY, else DISTRESS: the parameter, not a literal, draws the line."""
+    fusion = DistressFusion(FusionConfig(visibly_distressed=visibly))
+    alerts = run(fusion, [frame(t * 0.2, [person(3, fear=fear, valence=5.5)])
+                          for t in range(15)])
+    alerts += fusion.update_audio(cues(3.0, help_detected=True), 'mic')
+    assert alerts and alerts[-1].level == level, [(a.level, a.score) for a in alerts]
+
+
+def test_reasons_carry_codes_and_text():
+    """Every reason the fusion gives is a Reason: a known code, and text for people that is
+    the string itself (messages, logs and JSON carry it unchanged); a call for help lists the
+    help reasons first, chosen by code."""
+    import copy
+    import json
+    import pickle
+
+    from emotion_ros.fusion.distress import (REASON_CODES, REASON_HEARD, REASON_HELP,
+                                             REASON_NOBODY_VISIBLE, Reason)
+    fusion = DistressFusion(FusionConfig())
+    alerts = run(fusion, [frame(t * 0.2, [person(1, fear=0.5, valence=5.5)])
+                          for t in range(15)])
+    alerts += fusion.update_transcript(Transcript(
+        stamp=2.0, end=3.0, frame_id='mic', text='please help me', help_detected=True,
+        help_phrase='help me'))
+    alerts += fusion.update_audio(cues(10.0, scream=0.95), 'mic2')
+    reasons = [r for a in alerts for r in a.reasons]
+    assert reasons and all(isinstance(r, Reason) and r.code in REASON_CODES for r in reasons)
+    help_alert = next(a for a in alerts if any(r.code == REASON_HELP for r in a.reasons))
+    codes = [r.code for r in help_alert.reasons]
+    assert codes[0] == REASON_HELP and REASON_HEARD in codes and len(set(codes)) > 2, codes
+    assert codes == sorted(codes, key=lambda c: c not in (REASON_HELP, REASON_HEARD)), codes
+    assert any(r.code == REASON_NOBODY_VISIBLE for r in alerts[-1].reasons)
+    for r in reasons:
+        assert json.loads(json.dumps(r)) == str(r)
+        assert copy.deepcopy(r).code == pickle.loads(pickle.dumps(r)).code == r.code
+    with pytest.raises(ValueError, match='unknown reason code'):
+        Reason('made.up', 'text')
 
 
 @pytest.mark.parametrize('fear', [0.6, 0.8, 1.0])

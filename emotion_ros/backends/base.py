@@ -24,8 +24,9 @@ class EmotionBackend(abc.ABC):
 
     #: How much this backend's visual evidence may weigh in the distress fusion, in (0, 1]:
     #: its distress evidence is multiplied by this. A model that cannot tell a neutral face
-    #: from a sad one declares less than the DISTRESS threshold (0.6), so that alone it never
-    #: raises more than WATCH; audio or corroborated evidence still can (docs/messages.md).
+    #: from a sad one declares less than the fusion's weak_evidence_weight (0.6): the fusion
+    #: then never lets its visual evidence alone raise more than WATCH, whatever the
+    #: thresholds; audio or corroborated evidence still can (docs/messages.md).
     visual_evidence_weight: float = 1.0
 
     @abc.abstractmethod

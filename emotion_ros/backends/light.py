@@ -168,7 +168,9 @@ class LightBackend(EmotionBackend):
 
     name = 'light'
     # 7 face classes: neutral and disgusted faces often read as 'sadness 1.00'. Alone this
-    # backend must not raise DISTRESS (threshold 0.6): its visual evidence weighs 0.55.
+    # backend must not raise DISTRESS: it declares 0.55, below the fusion's
+    # weak_evidence_weight (0.6), and the fusion keeps weak visual evidence alone at WATCH or
+    # below whatever its thresholds (fusion/distress.py); the weight also scales its score.
     visual_evidence_weight = 0.55
 
     def __init__(self, options: Optional[LightOptions] = None) -> None:

@@ -33,7 +33,8 @@ class PerceptionNodeConfig:
         False, "Publish an annotated image on 'debug_image' (costs CPU).")
     explain_all_persons: bool = field(
         False, 'Generate a text explanation for every person in every processed frame '
-        '(llava backend only; slow). The explain service works regardless.')
+        '(the backends that explain: llava and audio_visual; slow). The explain service works '
+        'regardless.')
     explanation_max_new_tokens: int = field(
         48, 'Token budget of generated explanations.', min=1, max=1024)
     diagnostics_period_s: float = field(
@@ -133,6 +134,18 @@ class MicrophoneNodeConfig:
         'wav_wait_for_subscribers are matched).', min=0.0)
     reliability: str = field('reliable', 'QoS reliability of the audio publisher.',
                              choices=RELIABILITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertMonitorConfig:
+    """Parameters of alert_monitor (the operator's monitor; read at start-up)."""
+
+    output_jsonl: str = field(
+        '', 'Append every alert as one JSON line to this file (empty: off).')
+    show_incidents: bool = field(
+        True, "Print a line per incident of 'incidents' when its state or level changes.")
+    diagnostics_period_s: float = field(
+        2.0, 'Period of /diagnostics messages.', positive=True)
 
 
 NODE_CONFIGS = {

@@ -100,6 +100,14 @@ def _size(text: str) -> Tuple[int, int]:
         raise argparse.ArgumentTypeError(f'expected WIDTHxHEIGHT, got {text!r}') from None
 
 
+def _level(text: str) -> int:
+    from emotion_ros.evaluation.scoring import parse_level
+    try:
+        return parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ----------------------------------------------------------------- evaluate
 def setup_evaluate(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``emotion-ros evaluate``."""
@@ -129,8 +137,9 @@ def setup_evaluate(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group('scoring (see docs/evaluation.md)')
     group.add_argument('--iou', type=float, default=None,
                        help='IoU to match a predicted person to a labelled one (default 0.3)')
-    group.add_argument('--min-level', type=int, choices=(1, 2, 3), default=None,
-                       help='lowest alert level that counts (default 2, distress)')
+    group.add_argument('--min-level', type=_level, default=None, metavar='LEVEL',
+                       help='lowest alert level that counts: watch, distress or emergency '
+                       '(or 1, 2, 3; default distress)')
     group.add_argument('--early-tolerance', type=float, default=None,
                        help='s an alert may precede a labelled episode (default 0.5)')
     group.add_argument('--late-tolerance', type=float, default=None,

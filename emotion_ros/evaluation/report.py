@@ -14,11 +14,16 @@ from emotion_ros.evaluation.labels import Labels
 from emotion_ros.evaluation.records import (ALERTS_FILE, AlertRecord, FRAMES_FILE, read_jsonl,
                                             SCORES_FILE)
 from emotion_ros.evaluation.scoring import Scorer
+from emotion_ros.types import LEVEL_NAMES
 
 _LEVEL_NAMES = {1: 'watch', 2: 'distress', 3: 'emergency'}
 _LEVEL_COLORS = {1: 'tab:olive', 2: 'tab:orange', 3: 'tab:red'}
 _MAX_POINTS = 20000  # per track in the timeline; longer series are thinned
 _MAX_ALERT_ROWS = 200
+
+
+def _level_name(level: Any) -> str:
+    return LEVEL_NAMES.get(level, str(level)) if isinstance(level, int) else str(level)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -260,7 +265,8 @@ def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Sco
                                          [[a, b] for a, b in summary_rows(metrics)]) + ['']
 
     lines += ['## Distress episodes', '',
-              f"Alerts of level >= {distress.get('min_alert_level')} count; an alert explains "
+              f'Alerts of level >= {_level_name(distress.get("min_alert_level"))} count; '
+              'an alert explains '
               'an episode when it falls inside it (with tolerances) and concerns the labelled '
               'person (see docs/evaluation.md).', '']
     rows = [[str(e['index']), _fmt(e['start'], 2), _fmt(e['end'], 2), e['person'] or '(audio)',

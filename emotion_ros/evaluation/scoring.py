@@ -32,8 +32,25 @@ import numpy as np
 from emotion_ros.config.schema import field
 from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, NUM_CATEGORIES
 from emotion_ros.evaluation.labels import Labels
+from emotion_ros.types import LEVEL_DISTRESS, LEVEL_EMERGENCY, LEVEL_NAMES, LEVEL_WATCH
 from emotion_ros.evaluation.matching import match_boxes
 from emotion_ros.evaluation.records import AlertRecord, FrameRecord
+
+
+def parse_level(text: Any) -> int:
+    """An alert level from its name (watch, distress, emergency; any case) or number.
+
+    Raises:
+        ValueError: naming the known levels.
+    """
+    by_name = {name.lower(): level for level, name in LEVEL_NAMES.items()}
+    word = str(text).strip().lower()
+    if word in by_name:
+        return by_name[word]
+    if word.isdigit() and int(word) in LEVEL_NAMES:
+        return int(word)
+    raise ValueError(f'unknown alert level {text!r}; known: '
+                     + ', '.join(f'{n.lower()} ({v})' for v, n in sorted(LEVEL_NAMES.items())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +62,9 @@ class EvalConfig:
         'much (IoU). Lenient by default because the CPU detector extrapolates body boxes from '
         'faces.', min=0.01, max=1.0)
     min_alert_level: int = field(
-        2, 'Alerts below this level are ignored (1 watch, 2 distress, 3 emergency).',
-        choices=(1, 2, 3))
+        LEVEL_DISTRESS, 'Alerts below this level are ignored ('
+        + ', '.join(f'{level} {LEVEL_NAMES[level]}' for level in sorted(LEVEL_NAMES)) + ').',
+        choices=(LEVEL_WATCH, LEVEL_DISTRESS, LEVEL_EMERGENCY))
     early_tolerance_s: float = field(
         0.5, 'An alert up to this long before a labelled episode start still counts '
         '(labels are not frame-exact).', min=0.0)

@@ -3,13 +3,17 @@
 Evidence
     Visual evidence of one estimate is the strongest of (a) weighted scores
     of the distress-related EMOTIC categories and (b) low valence, times the
-    ``evidence_weight`` its backend declares (the light 7-class face model
-    cannot tell a neutral face from a sad one: it declares 0.55, so alone it
-    never gets past WATCH). It is smoothed per track (``smoothing_tau_s``);
+    ``evidence_weight`` its backend declares. A backend declaring less than
+    ``weak_evidence_weight`` is weak (the light 7-class face model cannot tell a
+    neutral face from a sad one: it declares 0.55): its visual evidence alone
+    never takes an incident above WATCH, whatever the thresholds. It is
+    smoothed per track (``smoothing_tau_s``);
     while the face is not visible it fades with ``visual_fade_s``. Audio
     evidence is a call for help (AudioCues or Transcript, held for
     ``help_hold_s``) or a scream cue at or above ``scream_threshold``.
-    Visual and audio evidence agreeing is stronger than either alone.
+    Visual and audio evidence agreeing (both above ``visibly_distressed``) is
+    stronger than either alone. Each reason is a :class:`Reason`: text for
+    people with a code (``REASON_*``) the fusion decides by.
 
 Incidents
     One incident per person in distress, with a stable id. A track with
@@ -53,6 +57,43 @@ from emotion_ros.types import (Alert, AudioCueResult, FrameResult, LEVEL_DISTRES
                                LEVEL_EMERGENCY, LEVEL_WATCH, PersonEstimate, Transcript)
 
 
+#: Reason codes (``Reason.code``): what kind of evidence a reason stands for.
+REASON_CATEGORY = 'visual.category'      # a distress-related EMOTIC category scored high
+REASON_VALENCE = 'visual.valence'        # low valence
+REASON_AROUSAL = 'visual.arousal'        # high arousal (with other visual evidence)
+REASON_HELP = 'audio.help'               # a spoken call for help (keyword or transcript)
+REASON_SCREAM = 'audio.scream'           # the scream/cry cue at or above scream_threshold
+REASON_VOICE = 'audio.voice'             # an audio-only estimate: a voice, nobody in view
+REASON_HEARD = 'audio.transcript'        # the words heard with a call for help
+REASON_NOBODY_VISIBLE = 'nobody_visible'  # an audio-only incident
+REASON_SCORE = 'score'                   # no other reason: the score itself
+REASON_CODES = (REASON_CATEGORY, REASON_VALENCE, REASON_AROUSAL, REASON_HELP, REASON_SCREAM,
+                REASON_VOICE, REASON_HEARD, REASON_NOBODY_VISIBLE, REASON_SCORE)
+
+
+class Reason(str):
+    """One reason of an incident or alert: text for people, with a code for programs.
+
+    The text is the string itself, so reasons go into messages (``string[] reasons``),
+    logs and JSON as they are; ``code`` (one of :data:`REASON_CODES`) is what the
+    fusion decides by. Codes stay inside the process: messages carry the text only,
+    so bags recorded before codes existed still read the same (docs/messages.md).
+    """
+
+    code: str
+
+    def __new__(cls, code: str, text: str) -> 'Reason':
+        """A reason with ``code`` and the human-readable ``text``."""
+        if code not in REASON_CODES:
+            raise ValueError(f'unknown reason code {code!r}; known: {REASON_CODES}')
+        obj = super().__new__(cls, text)
+        obj.code = code
+        return obj
+
+    def __getnewargs__(self) -> Tuple[str, str]:  # copy/pickle keep the code
+        return self.code, str(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
     """Tunables of the distress fusion (distress node parameters)."""
@@ -88,9 +129,19 @@ class FusionConfig:
     min_evidence_s: float = field(
         1.0, 'Evidence at WATCH or more needed for this long before an incident goes above '
         'WATCH (a call for help needs none).', min=0.0)
+    visibly_distressed: float = field(
+        0.3, 'Visual evidence above this counts as a visibly distressed person: a call for help '
+        'from them is EMERGENCY (else DISTRESS), and visual and audio evidence both above it '
+        'corroborate each other (corroboration_boost).', min=0.0, max=1.0)
     corroboration_boost: float = field(
-        0.5, 'When visual and audio evidence both exceed 0.3, the score gains this fraction of '
-        'the weaker one.', min=0.0, max=1.0)
+        0.5, 'When visual and audio evidence both exceed visibly_distressed, the score gains '
+        'this fraction of the weaker one.', min=0.0, max=1.0)
+    weak_evidence_weight: float = field(
+        0.6, 'Estimates whose backend declares an evidence weight below this are weak (the '
+        "light backend declares 0.55: its 7 face classes read neutral faces as 'sadness'): "
+        'their visual evidence alone raises at most WATCH, whatever the thresholds; a call for '
+        'help, audio evidence or visual and audio evidence corroborating each other still can '
+        'go higher.', min=0.0, max=1.0)
     cooldown_s: float = field(
         0.0, 'Re-announce an open, unacknowledged incident at DISTRESS or above (a new alert at '
         'the same level) at most this often; 0: alerts only on creation and escalation.',
@@ -179,7 +230,7 @@ class _Track:
     key: Tuple[str, int]
     score: float = 0.0
     visual: float = 0.0
-    reasons: List[str] = dataclasses.field(default_factory=list)
+    reasons: List[Reason] = dataclasses.field(default_factory=list)
     seen_t: float = -math.inf
     first_t: float = -math.inf
     person: Optional[PersonEstimate] = None
@@ -202,7 +253,7 @@ class _Audio:
     frame_id: str = ''
     stamp: float = 0.0
     voice: float = 0.0             # weighted evidence of the newest audio-only estimate
-    voice_reasons: List[str] = dataclasses.field(default_factory=list)
+    voice_reasons: List[Reason] = dataclasses.field(default_factory=list)
     voice_t: float = -math.inf
 
 
@@ -237,7 +288,7 @@ class DistressFusion:
         self.clock.max_future_s = config.max_future_s
 
     # ----------------------------------------------------------------- evidence
-    def visual_evidence(self, person: PersonEstimate) -> Tuple[float, List[str]]:
+    def visual_evidence(self, person: PersonEstimate) -> Tuple[float, List[Reason]]:
         """Weighted visual distress evidence in [0, 1] of one estimate, with reasons."""
         emotion = person.emotion
         terms: List[Tuple[float, str]] = []
@@ -245,44 +296,49 @@ class DistressFusion:
         for name, raw, weighted in zip(self.config.distress_categories,
                                        emotion.scores[self._indices], scores):
             if weighted > 0.05:
-                terms.append((float(weighted), f'{name.lower()} {raw:.2f}'))
+                terms.append((float(weighted),
+                              Reason(REASON_CATEGORY, f'{name.lower()} {raw:.2f}')))
         valence = emotion.vad[0]
         if not math.isnan(valence):
             low = min(max((5.5 - valence) / 4.5, 0.0), 1.0)
             if low > 0:
-                terms.append((self.config.valence_weight * low,
-                              f'valence {vad_to_word(valence)} ({valence:.1f})'))
+                terms.append((self.config.valence_weight * low, Reason(
+                    REASON_VALENCE, f'valence {vad_to_word(valence)} ({valence:.1f})')))
         arousal = emotion.vad[1]
         terms.sort(key=lambda t: -t[0])
         reasons = [t[1] for t in terms[:3]]
         if terms and not math.isnan(arousal) and arousal >= 7:
-            reasons.append(f'arousal {vad_to_word(arousal)} ({arousal:.1f})')
+            reasons.append(Reason(REASON_AROUSAL,
+                                  f'arousal {vad_to_word(arousal)} ({arousal:.1f})'))
         weight = person.evidence_weight if person.evidence_weight > 0 else \
             self.config.default_evidence_weight
         return (weight * terms[0][0] if terms else 0.0), reasons
 
     def _audio_evidence(self, incident_id: int, t: float
-                        ) -> Tuple[float, List[str], bool, Optional[_Audio]]:
+                        ) -> Tuple[float, List[Reason], bool, Optional[_Audio]]:
         """(evidence, reasons, call for help held now, audio source) for one incident."""
-        best: Tuple[float, List[str], bool, Optional[_Audio]] = (0.0, [], False, None)
+        best: Tuple[float, List[Reason], bool, Optional[_Audio]] = (0.0, [], False, None)
         for audio in self._audio.values():
             if audio.target != incident_id:
                 continue
-            terms: List[Tuple[float, str]] = []
+            terms: List[Tuple[float, Reason]] = []
             help_now = t <= audio.help_until_t
             if help_now:
                 words = ', '.join(repr(w) for w in audio.help_words) or "'help'"
-                terms.append((self.config.help_weight, f'spoken call for help ({words})'))
+                terms.append((self.config.help_weight,
+                              Reason(REASON_HELP, f'spoken call for help ({words})')))
             cues = audio.cues
             if (cues is not None and t - audio.cues_t <= max(cues.window_s, 0.5) + 0.5
                     and cues.scream_score >= self.config.scream_threshold):
                 terms.append((self.config.scream_weight * cues.scream_score,
-                              f'scream/cry cue {cues.scream_score:.2f}'))
+                              Reason(REASON_SCREAM, f'scream/cry cue {cues.scream_score:.2f}')))
             if audio.voice > 0 and t - audio.voice_t <= self.config.voice_hold_s:
-                terms.append((audio.voice, 'voice heard, nobody in view (audio-visual model): '
-                              + ', '.join(audio.voice_reasons)))
+                terms.append((audio.voice, Reason(
+                    REASON_VOICE, 'voice heard, nobody in view (audio-visual model): '
+                    + ', '.join(audio.voice_reasons))))
             if audio.transcript is not None and audio.transcript.text and help_now:
-                terms.append((0.0, f'heard: "{audio.transcript.text[:80]}"'))
+                terms.append((0.0, Reason(REASON_HEARD,
+                                          f'heard: "{audio.transcript.text[:80]}"')))
             terms.sort(key=lambda x: -x[0])
             value = terms[0][0] if terms else 0.0
             if value > best[0] or (help_now and not best[2]):
@@ -652,13 +708,15 @@ class DistressFusion:
         cfg = self.config
         audio, audio_reasons, help_now, source = self._audio_evidence(incident.id, t)
         visual = incident.visual
+        visibly = cfg.visibly_distressed
         if help_now:
             # A call for help is explicit: DISTRESS at once (help_weight 1), EMERGENCY with a
             # visibly distressed person; its own evidence is not boosted further.
-            audio = cfg.help_weight * (cfg.emergency_threshold if visual > 0.3
+            audio = cfg.help_weight * (cfg.emergency_threshold if visual > visibly
                                        else cfg.distress_threshold)
         score = max(visual, audio)
-        if visual > 0.3 and audio > 0.3 and not help_now:
+        corroborated = visual > visibly and audio > visibly and not help_now
+        if corroborated:
             # Independent channels agreeing is stronger than either alone.
             score = min(1.0, score + cfg.corroboration_boost * min(visual, audio))
         incident.score = score
@@ -671,20 +729,18 @@ class DistressFusion:
             incident.evidence_since_t = None
             if incident.calm_since_t is None:
                 incident.calm_since_t = t
-        level = 0
-        if score >= cfg.emergency_threshold:
-            level = LEVEL_EMERGENCY
-        elif score >= cfg.distress_threshold:
-            level = LEVEL_DISTRESS
-        elif score >= cfg.watch_threshold:
-            level = LEVEL_WATCH
+        # Weak backends' visual evidence alone never goes above WATCH (weak_evidence_weight),
+        # whatever the thresholds; audio, a call for help or corroboration may.
+        level = max(self._level_of(score if corroborated else audio),
+                    self._level_of(min(visual, self._strong_visual(incident))),
+                    min(self._level_of(visual), LEVEL_WATCH))
         accumulated = (incident.evidence_since_t is not None
                        and t - incident.evidence_since_t >= cfg.min_evidence_s)
         if level > LEVEL_WATCH and not help_now and not accumulated:
             level = LEVEL_WATCH  # evidence accumulates before going above WATCH
-        reasons = []
+        reasons: List[Reason] = []
         if help_now:
-            reasons += [r for r in audio_reasons if 'help' in r or r.startswith('heard')]
+            reasons += [r for r in audio_reasons if r.code in (REASON_HELP, REASON_HEARD)]
         if not incident.audio_only:
             track_reasons = [self._tracks[k].reasons for k in incident.tracks
                              if k in self._tracks and self._tracks[k].reasons]
@@ -692,9 +748,9 @@ class DistressFusion:
                 reasons += [r for r in max(track_reasons, key=len) if r not in reasons]
         reasons += [r for r in audio_reasons if r not in reasons]
         if incident.audio_only:
-            reasons.append('nobody visible')
+            reasons.append(Reason(REASON_NOBODY_VISIBLE, 'nobody visible'))
         if level:
-            incident.reasons = reasons or [f'distress score {score:.2f}']
+            incident.reasons = reasons or [Reason(REASON_SCORE, f'distress score {score:.2f}')]
         self.changed = True
         if incident.state == NEW and incident.alerts:
             incident.state = UPDATED
@@ -738,6 +794,34 @@ class DistressFusion:
                      person_stamp=incident.person_stamp,
                      person_frame_id=incident.person_frame_id,
                      transcript=source.transcript if source is not None and help_now else None)
+
+    def _level_of(self, score: float) -> int:
+        """The level a score reaches on its own (0: below WATCH)."""
+        cfg = self.config
+        if score >= cfg.emergency_threshold:
+            return LEVEL_EMERGENCY
+        if score >= cfg.distress_threshold:
+            return LEVEL_DISTRESS
+        if score >= cfg.watch_threshold:
+            return LEVEL_WATCH
+        return 0
+
+    def is_weak(self, person: Optional[PersonEstimate]) -> bool:
+        """True when ``person``'s backend declares an evidence weight below
+        ``weak_evidence_weight`` (its visual evidence alone stays at WATCH or below)."""
+        if person is None:
+            return False
+        weight = person.evidence_weight if person.evidence_weight > 0 else \
+            self.config.default_evidence_weight
+        return weight < self.config.weak_evidence_weight
+
+    def _strong_visual(self, incident: Incident) -> float:
+        """The incident's visual evidence from estimates of backends that are not weak."""
+        tracks = [self._tracks[k] for k in incident.tracks
+                  if k in self._tracks and self._tracks[k].person is not None]
+        if not tracks:
+            return 0.0 if self.is_weak(incident.person) else incident.visual
+        return max((tr.score for tr in tracks if not self.is_weak(tr.person)), default=0.0)
 
     def _housekeeping(self, t: float) -> None:
         cfg = self.config
@@ -808,4 +892,4 @@ def _camera_of(frame: FrameResult) -> str:
 
 
 __all__ = ['ACKNOWLEDGED', 'CONFIRMED', 'DistressFusion', 'FusionConfig', 'Incident',
-           'REJECTED', 'RESOLVED']
+           'Reason', 'REASON_CODES', 'REJECTED', 'RESOLVED']

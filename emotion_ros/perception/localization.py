@@ -32,7 +32,8 @@ class LocalizationConfig:
 
     enabled: bool = field(
         True, "Subscribe to 'camera_info' (sensor_msgs/CameraInfo) and put a bearing (and a "
-        '3D point when the range is known) in every person estimate.')
+        '3D point when the range is known) in every person estimate; false: no camera_info, '
+        'depth or tf subscriptions and no positions.')
     use_depth: bool = field(
         False, "Subscribe to an aligned depth image on 'depth' (16UC1 in mm or 32FC1 in m, "
         'registered to the colour image) for 3D points.')

@@ -29,14 +29,17 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from emotion_ros_msgs.msg import DistressAlert, IncidentArray
 from emotion_ros_msgs.srv import IncidentCommand, ListIncidents
-from rcl_interfaces.msg import ParameterDescriptor
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+from emotion_ros.config.nodes import AlertMonitorConfig
 from emotion_ros.fusion.incidents import COMMANDS
 from emotion_ros.ros import conversions
+from emotion_ros.ros.diagnostics import Diagnostics
 from emotion_ros.ros.executor import run_node
+from emotion_ros.ros.health import boundary, NodeHealth
+from emotion_ros.ros.params import declare_config
 from emotion_ros.ros.qos import reliability_qos
 
 INCIDENTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -44,26 +47,38 @@ INCIDENTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 
 
 class AlertMonitor(Node):
-    """Operator-side view of the alert stream and the incident list."""
+    """Operator-side view of the alert stream and the incident list.
+
+    Has the error boundary of every node: a failing callback (e.g. ``output_jsonl``
+    not writable) is counted, logged once with its reason and turns its /diagnostics
+    status (``emotion_ros: <namespace>/alert_monitor``) to ERROR; it keeps monitoring.
+    """
 
     def __init__(self) -> None:
         super().__init__('alert_monitor')
-        self.output = self.declare_parameter(
-            'output_jsonl', '', ParameterDescriptor(
-                description='Append every alert as one JSON line to this file (empty: off).',
-                read_only=True)).value
-        self.show_incidents = self.declare_parameter(
-            'show_incidents', True, ParameterDescriptor(
-                description="Print a line per incident of 'incidents' when its state or level "
-                            'changes.', read_only=True)).value
+        self.health = NodeHealth(self)
+        self.config = declare_config(self, AlertMonitorConfig)
+        self.output = self.config.output_jsonl
+        self.show_incidents = self.config.show_incidents
         self.count = 0
+        self.incident_updates = 0
         self._seen: Dict[int, Tuple] = {}
         self.create_subscription(DistressAlert, 'distress_alerts', self._on_alert,
                                  reliability_qos('reliable', depth=50))
         if self.show_incidents:
             self.create_subscription(IncidentArray, 'incidents', self._on_incidents,
                                      INCIDENTS_QOS)
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
+        self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
 
+    @boundary('timer', 'diagnostics')
+    def _publish_diagnostics(self) -> None:
+        self.diagnostics.publish({'alerts_shown': self.count,
+                                  'incident_updates_shown': self.incident_updates,
+                                  'output_jsonl': self.output or '(off)'})
+
+    @boundary('subscription', 'distress_alerts')
     def _on_alert(self, msg: DistressAlert) -> None:
         self.count += 1
         print(conversions.format_alert(msg), flush=True)
@@ -72,12 +87,14 @@ class AlertMonitor(Node):
             with open(self.output, 'a', encoding='utf-8') as f:
                 f.write(json.dumps(conversions.alert_to_dict(msg)) + '\n')
 
+    @boundary('subscription', 'incidents')
     def _on_incidents(self, msg: IncidentArray) -> None:
         for incident in msg.incidents:
             key = (incident.state, incident.level, incident.acknowledged, incident.confirmed,
                    incident.rejected, tuple(incident.tracks))
             seen = self._seen.get(incident.id)
             if seen is None or seen[0] != key:
+                self.incident_updates += 1
                 print('incident ' + conversions.format_incident(incident), flush=True)
             shown = seen[1] if seen is not None else 0
             for entry in incident.history[shown:]:

@@ -78,7 +78,8 @@ class AudioNode(Node):
         self.create_subscription(msg_type, 'audio', self._on_audio,
                                  reliability_qos('reliable', depth=200))
         self.create_timer(0.05, self._process, callback_group=MutuallyExclusiveCallbackGroup())
-        self.diagnostics = Diagnostics(self, f'emotion_ros: {self.get_name()}')
+        self.diagnostics = Diagnostics(
+            self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
         detector = self.extractor.runner.detector.name if self.extractor.runner else 'none'
         self.get_logger().info(f'listening on {self.resolve_topic_name("audio")} '

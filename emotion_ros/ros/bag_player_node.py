@@ -41,7 +41,7 @@ from emotion_ros.evaluation.bags import BagReader
 from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.ros.diagnostics import Diagnostics
-from emotion_ros.ros.health import describe_error, NodeHealth
+from emotion_ros.ros.health import boundary, describe_error, NodeHealth
 from emotion_ros.ros.params import declare_config
 from emotion_ros.ros.qos import reliability_qos
 
@@ -201,6 +201,7 @@ class BagPlayer(Node):
         finally:
             self.done.set()
 
+    @boundary('timer', 'diagnostics')
     def _publish_diagnostics(self) -> None:
         state = 'failed' if self.error else ('done' if self.done.is_set() else 'playing')
         self.diagnostics.publish({'bag': self.config.bag, 'state': state,

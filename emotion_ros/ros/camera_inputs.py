@@ -79,15 +79,25 @@ class CameraInputs:
         self.transformed = 0
         self.transform_failures = 0
         self.tf_status = 'positions in the camera optical frame (fixed_frame empty)'
-        self._subs = [node.create_subscription(CameraInfo, 'camera_info', self._on_info,
-                                               qos_profile_sensor_data)]
-        if config.use_depth:
-            self._subs.append(node.create_subscription(Image, 'depth', self._on_depth,
-                                                       qos_profile_sensor_data))
+        # Behind the node's error boundary: an unexpected error is counted, not fatal.
+        health = getattr(node, 'health', None)
+
+        def guarded(fn: Any, name: str) -> Any:
+            return health.wrap(fn, 'subscription', name) if health is not None else fn
+        self._subs = []
+        if config.enabled:  # localization.enabled gates every geometry input
+            self._subs.append(node.create_subscription(
+                CameraInfo, 'camera_info', guarded(self._on_info, 'camera_info'),
+                qos_profile_sensor_data))
+            if config.use_depth:
+                self._subs.append(node.create_subscription(
+                    Image, 'depth', guarded(self._on_depth, 'depth'), qos_profile_sensor_data))
+        else:
+            self.tf_status = 'localization disabled (localization.enabled false)'
         self._tf_buffer = None
         self._tf_listener = None
         self._health = getattr(node, 'health', None)
-        if config.fixed_frame:
+        if config.enabled and config.fixed_frame:
             if tf2_ros is None:
                 self.tf_status = (f'fixed_frame {config.fixed_frame!r} cannot be reached: '
                                   'tf2_ros is not installed, so positions stay in the camera '
@@ -101,10 +111,13 @@ class CameraInputs:
                 self.tf_status = f'transforming into {config.fixed_frame!r}'
 
     def destroy(self) -> None:
-        """Drop the subscriptions (lifecycle cleanup)."""
+        """Unregister everything this created (lifecycle cleanup): the subscriptions and
+        the tf2 listener's subscriptions (/tf, /tf_static)."""
         for sub in self._subs:
             self._node.destroy_subscription(sub)
         self._subs = []
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
         self._tf_listener = None
         self._tf_buffer = None
         if self._health is not None:
@@ -194,7 +207,8 @@ class CameraInputs:
         return {'camera': self.name or '(none)',
                 'camera_info': (f'{model.width}x{model.height} {model.model or "no distortion"} '
                                 f'in {model.frame_id!r}') if model else
-                'none received: persons have no position',
+                ('none received: persons have no position' if self.config.enabled else
+                 'not subscribed (localization.enabled false)'),
                 'depth_frames_used': self.depth_used,
                 'depth_frames_missing': self.depth_missing,
                 'positions_transformed': self.transformed,

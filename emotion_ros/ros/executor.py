@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Dict
 
 import rclpy
 from rclpy.executors import (ConditionReachedException, ExternalShutdownException,
                              MultiThreadedExecutor, ShutdownException, TimeoutException)
 
 from emotion_ros.errors import EmotionRosError
-from emotion_ros.ros.health import describe_error, install_hint
+from emotion_ros.ros.health import describe_error, install_hint, NodeHealth
 
 
 class NodeExecutor(MultiThreadedExecutor):
@@ -33,6 +33,10 @@ class NodeExecutor(MultiThreadedExecutor):
     task already waiting in the pool is not submitted again; the main thread yields
     briefly instead, so a worker can take it. ``submitted`` counts submissions,
     ``requeues_avoided`` the hand-outs that were not submitted again.
+
+    A callback that raises does not end the node (rclpy's executor re-raises it from
+    ``spin``): the exception goes to the node's :class:`NodeHealth` (counted under
+    ``errors.callback.unwrapped``, ERROR in /diagnostics) and spinning goes on.
     """
 
     def __init__(self, num_threads: int = 2, **kwargs: Any) -> None:
@@ -40,6 +44,9 @@ class NodeExecutor(MultiThreadedExecutor):
         super().__init__(num_threads=num_threads, **kwargs)
         self.submitted = 0
         self.requeues_avoided = 0
+        #: Exceptions that escaped a callback (counted and recorded; the node keeps running).
+        self.callback_errors = 0
+        self._nodes_of: Dict[int, Any] = {}
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
         try:
@@ -55,10 +62,36 @@ class NodeExecutor(MultiThreadedExecutor):
             self.submitted += 1
             self._executor.submit(handler)
             self._futures.append(handler)
+            self._nodes_of[id(handler)] = _node
         for future in [f for f in self._futures if f.done() or f.cancelled()]:
             self._futures.remove(future)
-            if not future.cancelled():
-                future.result()  # raise what the callback raised
+            node = self._nodes_of.pop(id(future), None)
+            if future.cancelled():
+                continue
+            exc = future.exception()
+            if exc is not None:
+                self._callback_failed(node, exc)
+
+    def _callback_failed(self, node: Any, exc: BaseException) -> None:
+        """A callback raised past the node's own boundary: count it, keep spinning.
+
+        Every callback of our nodes is wrapped (test_node_health walks them), so this is
+        the last line: the node's :class:`NodeHealth` records it (ERROR in /diagnostics,
+        ``errors.callback.unwrapped``); a node without one gets the error logged.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, ExternalShutdownException,
+                            ShutdownException)):
+            raise exc
+        self.callback_errors += 1
+        health = getattr(node, 'health', None)
+        if isinstance(health, NodeHealth):
+            health.record('callback', 'unwrapped', exc)
+            return
+        logger = node.get_logger() if node is not None else \
+            rclpy.logging.get_logger('emotion_ros')
+        tb = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        logger.error(f'a callback failed: {describe_error(exc)} (the node keeps '
+                     f'spinning)\n{tb.rstrip()}')
 
 
 def run_node(factory, num_threads: int = 2, before_spin=None, args=None) -> None:

@@ -115,7 +115,7 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
-SITES = ('subscription', 'timer', 'service', 'transition', 'worker')
+SITES = ('subscription', 'timer', 'service', 'transition', 'worker', 'callback')
 
 
 class NodeHealth:
@@ -294,7 +294,17 @@ def _guard(fn: Callable, get_health: Callable[..., Optional[NodeHealth]], site: 
             if result == TransitionCallbackReturn.SUCCESS:
                 health.clear_fatal('transition.')
         return result
+    guarded.__dict__[BOUNDARY_MARK] = site
     return guarded
+
+
+#: Attribute a callback behind the boundary carries (its site): :func:`is_guarded` reads it.
+BOUNDARY_MARK = '__emotion_ros_boundary__'
+
+
+def is_guarded(callback: Any) -> bool:
+    """True when ``callback`` (function or bound method) is behind the error boundary."""
+    return getattr(callback, BOUNDARY_MARK, None) in SITES
 
 
 def boundary(site: str, name: Optional[str] = None, fatal: Optional[bool] = None) -> Callable:

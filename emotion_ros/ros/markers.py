@@ -17,9 +17,11 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from emotion_ros.ros.conversions import LEVEL_NAMES, STATE_NAMES
+from emotion_ros.types import LEVEL_DISTRESS, LEVEL_EMERGENCY, LEVEL_WATCH
 
 #: Level -> RGBA (WATCH yellow, DISTRESS orange, EMERGENCY red); rejected/resolved grey.
-COLORS = {1: (1.0, 0.85, 0.0, 0.9), 2: (1.0, 0.5, 0.0, 0.9), 3: (1.0, 0.05, 0.05, 0.95)}
+COLORS = {LEVEL_WATCH: (1.0, 0.85, 0.0, 0.9), LEVEL_DISTRESS: (1.0, 0.5, 0.0, 0.9),
+          LEVEL_EMERGENCY: (1.0, 0.05, 0.05, 0.95)}
 GREY = (0.6, 0.6, 0.6, 0.6)
 ARROW_LENGTH_M = 3.0
 

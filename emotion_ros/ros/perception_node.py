@@ -310,7 +310,9 @@ class PerceptionNode(LifecycleNode):
             self.bad_inputs.report(exc.kind, str(exc))
             return
         except EmotionRosError as exc:
-            self.bad_inputs.report('pipeline', str(exc))
+            # Not the input's fault (a model or processing failure): an error, counted in
+            # errors_total, /diagnostics ERROR with the reason; the next frame is tried.
+            self.health.record('timer', 'process', exc)
             return
         result.timings_ms['decode'] = decode_ms
         cfg = self.config
