@@ -98,9 +98,8 @@ def resize(rgb: np.ndarray, longest: int = 640) -> np.ndarray:
 
 def speech(text: str) -> np.ndarray:
     """``text`` spoken by espeak-ng at 16 kHz."""
-    from scipy.signal import resample_poly
-
-    from emotion_ros.audio.pcm import read_wav
+    from emotion_ros.audio.features import resample
+    from emotion_ros.audio.pcm import read_wav, SAMPLE_RATE
     if shutil.which('espeak-ng') is None:
         raise SystemExit('espeak-ng is needed (apt-get install espeak-ng)')
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +107,7 @@ def speech(text: str) -> np.ndarray:
         subprocess.run(['espeak-ng', '-s', '140', '-w', str(path), text], check=True)
         samples, rate = read_wav(path)
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    return resample_poly(mono.reshape(-1), 16000, rate).astype(np.float32)
+    return resample(mono.reshape(-1), rate, SAMPLE_RATE)
 
 
 def to_transcript(t):

@@ -40,9 +40,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from emotion_ros.audio.pcm import SAMPLE_RATE  # noqa: E402  (after the path)
+
 NODES = ('perception_node', 'audio_node', 'distress_node', 'microphone_node')
 SIZE = (640, 480)
-AUDIO_RATE = 16000
+AUDIO_RATE = SAMPLE_RATE
 CALL_OFFSET_S = 5.0  # where the call for help starts in each loop of the WAV
 HELP_TEXT = 'Help! Somebody help me!'
 MIC_DELAY_S = 15.0  # the driver listens before the first audio frame (it defines call times)
@@ -52,8 +55,7 @@ DELIVERY_MARGIN_S = 7.0  # a call is judged this long after its window (cues sti
 
 def build_help_wav(path: Path, period_s: float, seed: int = 0) -> None:
     """A ``period_s`` WAV: quiet room noise with a call for help at CALL_OFFSET_S."""
-    from scipy.signal import resample_poly
-
+    from emotion_ros.audio.features import resample
     from emotion_ros.audio.pcm import read_wav, write_wav
     if shutil.which('espeak-ng') is None:
         sys.exit('espeak-ng is missing: run make setup (it installs it with apt)')
@@ -61,7 +63,7 @@ def build_help_wav(path: Path, period_s: float, seed: int = 0) -> None:
     subprocess.run(['espeak-ng', '-s', '140', '-w', str(raw), HELP_TEXT], check=True)
     samples, rate = read_wav(raw)
     speech = samples.mean(axis=1) if samples.ndim == 2 else samples
-    speech = resample_poly(speech, AUDIO_RATE, rate).astype(np.float32)
+    speech = resample(speech, rate, AUDIO_RATE)
     rng = np.random.default_rng(seed)
     track = (0.003 * rng.standard_normal(int(period_s * AUDIO_RATE))).astype(np.float32)
     start = int(CALL_OFFSET_S * AUDIO_RATE)

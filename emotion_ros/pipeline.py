@@ -63,9 +63,8 @@ class OfflinePipeline:
                  ) -> Tuple[List[AudioCueResult], List[Alert]]:
         """Feed mono float32 audio whose first sample is at ``stamp``; fuse the cues."""
         if self.perception.av_context is not None:  # the audio_visual backend hears it too
-            from emotion_ros.perception.av_context import resample_to_16k
-            self.perception.feed_audio(resample_to_16k(samples, sample_rate),
-                                       stamp + len(samples) / float(sample_rate))
+            self.perception.feed_audio(samples, stamp + len(samples) / float(sample_rate),
+                                       int(sample_rate))
         cues = self.audio.push(samples, sample_rate, stamp)
         alerts: List[Alert] = []
         # As on the robot: audio_node publishes an utterance's transcript before the cue

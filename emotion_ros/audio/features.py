@@ -12,8 +12,15 @@ import dataclasses
 import math
 import numpy as np
 
+from emotion_ros.audio.pcm import SAMPLE_RATE
+
 #: Internal analysis rate of the audio cues (the rate pocketsphinx and silero expect).
-ANALYSIS_RATE = 16000
+ANALYSIS_RATE = SAMPLE_RATE
+#: The one resampler's filter (see :class:`StreamResampler`; part of the model contract,
+#: :data:`emotion_ros.audio.preprocess.AUDIO_PREPROCESSING`).
+RESAMPLER_ZERO_CROSSINGS = 12
+RESAMPLER_KAISER_BETA = 8.6
+RESAMPLER_CUTOFF = 0.92  # of the lower Nyquist frequency when downsampling
 #: Frame grid of the acoustic features: 64 ms frames every 20 ms.
 FRAME_LENGTH = 1024
 FRAME_HOP = 320
@@ -49,8 +56,9 @@ class StreamResampler:
     # under 1/8000 of a sample, far below 16-bit resolution).
     _MAX_TABLE_PHASES = 4096
 
-    def __init__(self, in_rate: int, out_rate: int, zero_crossings: int = 12,
-                 kaiser_beta: float = 8.6) -> None:
+    def __init__(self, in_rate: int, out_rate: int,
+                 zero_crossings: int = RESAMPLER_ZERO_CROSSINGS,
+                 kaiser_beta: float = RESAMPLER_KAISER_BETA) -> None:
         """Create a resampler from ``in_rate`` to ``out_rate`` (Hz, integers)."""
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError(f'resampler rates must be > 0, got {in_rate} -> {out_rate}')
@@ -62,7 +70,7 @@ class StreamResampler:
         self.identity = self._up == self._down
         ratio = min(1.0, self._up / self._down)
         # Cut a little below the new Nyquist so the transition band does not alias.
-        self._cutoff = 0.5 * ratio * (0.92 if ratio < 1.0 else 1.0)
+        self._cutoff = 0.5 * ratio * (RESAMPLER_CUTOFF if ratio < 1.0 else 1.0)
         self.half_width = int(math.ceil(zero_crossings / ratio))
         self._beta = kaiser_beta
         self._offsets_int = np.arange(-self.half_width + 1, self.half_width + 1, dtype=np.int64)
@@ -120,6 +128,13 @@ class StreamResampler:
             self._buf_start = keep_from
         return out.astype(np.float32)
 
+    def pending_s(self) -> float:
+        """Seconds of input received whose outputs are still held back (the filter delay)."""
+        if self.identity:
+            return 0.0
+        in_end = self._buf_start + self._buf.size
+        return max(0.0, in_end - self._next_out * self._down / self._up) / self.in_rate
+
     def flush(self) -> np.ndarray:
         """Return the outputs still held back by the filter delay (end of a file)."""
         if self.identity:
@@ -128,7 +143,14 @@ class StreamResampler:
 
 
 def resample(samples: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
-    """Resample a whole signal (``(n,)`` or ``(n, channels)``) in one call."""
+    """Resample a whole signal (``(n,)`` or ``(n, channels)``) in one call.
+
+    :class:`StreamResampler` run over the signal and flushed, cut to
+    ``round(n * out_rate / in_rate)`` samples: the one resampler of the
+    project for files, synthetic speech and bags. (The models' input uses
+    :func:`emotion_ros.audio.preprocess.to_model_rate`, the same filter as a
+    live stream delivers it.)
+    """
     x = np.asarray(samples, dtype=np.float32)
     if in_rate == out_rate:
         return x.copy()

@@ -31,9 +31,10 @@ from typing import Any, Dict, List, Sequence, Set, Tuple
 import numpy as np
 
 from emotion_ros.audio.detectors import Decoded, HelpDetector
+from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.errors import ConfigError, ModelLoadError
 
-KWS_RATE = 16000
+KWS_RATE = SAMPLE_RATE
 #: pocketsphinx is fed blocks of this many samples (100 ms).
 BLOCK = 1600
 #: Thresholds are given for a keyphrase of this many phones ("help": HH EH L P)

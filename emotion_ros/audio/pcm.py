@@ -19,6 +19,10 @@ from emotion_ros.errors import InputError
 
 SAMPLE_FORMATS = ('S16LE', 'S32LE', 'F32LE')
 
+#: THE audio rate of this project (Hz): the models' input, the audio cues' analysis, the VAD,
+#: keyword spotter and Whisper. Every other name for 16 kHz refers to this one.
+SAMPLE_RATE = 16000
+
 # Bytes per sample and little-endian numpy dtype of each format.
 _DTYPES: Dict[str, np.dtype] = {
     'S16LE': np.dtype('<i2'),

@@ -21,7 +21,9 @@ from typing import List, Optional
 
 import numpy as np
 
-SEGMENT_RATE = 16000
+from emotion_ros.audio.pcm import SAMPLE_RATE
+
+SEGMENT_RATE = SAMPLE_RATE
 #: Utterance audio starts and ends on this grid of stream samples (200 ms), so that a
 #: voice onset found a VAD frame earlier or later usually gives the detector the very
 #: same samples (its features are computed on 10 ms frames from the audio's start).

@@ -25,7 +25,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-RATE = 16000
+from emotion_ros.audio.features import resample
+from emotion_ros.audio.pcm import SAMPLE_RATE
+
+RATE = SAMPLE_RATE
 
 
 class SynthUnavailable(RuntimeError):
@@ -33,13 +36,8 @@ class SynthUnavailable(RuntimeError):
 
 
 def _resample(x: np.ndarray, rate: int) -> np.ndarray:
-    if rate == RATE:
-        return x.astype(np.float32)
-    from math import gcd
-
-    from scipy.signal import resample_poly
-    g = gcd(RATE, rate)
-    return resample_poly(x, RATE // g, rate // g).astype(np.float32)
+    """Mono ``x`` at ``rate`` Hz to 16 kHz with the project's one resampler."""
+    return resample(np.asarray(x, np.float32), rate, RATE)
 
 
 #: Prefix of voices synthesized by CMU flite instead of espeak-ng.

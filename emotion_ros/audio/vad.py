@@ -23,11 +23,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.errors import ConfigError, ModelLoadError
 
 #: Samples per VAD frame at 16 kHz (what Silero VAD expects at that rate).
 VAD_FRAME = 512
-VAD_RATE = 16000
+VAD_RATE = SAMPLE_RATE
 VAD_BACKENDS = ('silero', 'energy')
 
 

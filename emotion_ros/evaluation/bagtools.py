@@ -189,12 +189,9 @@ def _audio_track(clips: Sequence[AudioClip], rate: int) -> Tuple[List[Tuple[floa
     for clip in clips:
         samples, clip_rate = read_wav(clip.path)
         mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-        if clip_rate != rate:
-            from math import gcd
-
-            from scipy.signal import resample_poly
-            g = gcd(int(rate), int(clip_rate))
-            mono = resample_poly(mono, rate // g, clip_rate // g).astype(np.float32)
+        if clip_rate != rate:  # the project's one resampler (emotion_ros.audio.features)
+            from emotion_ros.audio.features import resample
+            mono = resample(mono, int(clip_rate), int(rate))
         start = clip.offset_s if clip.offset_s is not None else cursor
         placed.append((start, np.asarray(mono, np.float32)))
         cursor = start + len(mono) / rate

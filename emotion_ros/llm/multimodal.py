@@ -42,6 +42,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
 from emotion_ros.llm.contract import SCORE_PRIMER, VAD_MAX, VAD_MIN
 from emotion_ros.llm.encoding import positions_from_mask
@@ -52,7 +53,7 @@ from emotion_ros.llm.templates import AUDIO_PLACEHOLDER, get_template, IMAGE_PLA
 from emotion_ros.llm.templates import VIDEO_PLACEHOLDER
 
 IGNORE_INDEX = -100
-AUDIO_SAMPLE_RATE = 16000
+AUDIO_SAMPLE_RATE = SAMPLE_RATE  # the models' audio rate (emotion_ros.audio.preprocess)
 MODALITIES = ('image', 'video', 'audio', 'transcript')
 # Token-id sentinels of modality slots in encoded prompts (never valid vocabulary ids).
 SENTINELS: Dict[str, int] = {'image': -1, 'video': -2, 'audio': -3}

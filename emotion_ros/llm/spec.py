@@ -7,7 +7,9 @@ set) and refuses the bundle when the hashes differ, naming both hashes and
 the parts that changed. The spec holds the 26 categories, the VAD scale,
 words and head mapping, the score primer, the prompt text, the chat
 template, the person-view rendering, the head layout, the modality layout
-(which inputs, in which order, how many tokens, which audio rate) and the
+(which inputs, in which order, how many tokens, which audio rate), for models
+with audio the audio preprocessing (rate, channels, resampling method:
+:data:`emotion_ros.audio.preprocess.AUDIO_PREPROCESSING`) and the
 discrete label set with its mapping. Adding a new prompt or template does not
 change the hash of bundles that do not use it.
 """
@@ -19,6 +21,7 @@ import hashlib
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
+from emotion_ros.audio.preprocess import AUDIO_PREPROCESSING
 from emotion_ros.errors import BundleMismatchError
 from emotion_ros.llm.contract import (CATEGORIES, CONTRACT_VERSION, PROMPTS, SCORE_PRIMER,
                                       VAD_MAX, VAD_MIN, VAD_NAMES, VAD_WORDS)
@@ -59,6 +62,10 @@ def contract_spec(prompt_id: str, chat_template: str, view: str,
         'head': dict(HEAD_SPEC),
         'modalities': dict(modalities or LLAVA_MODALITIES),
     }
+    if 'audio' in spec['modalities'].get('inputs', ()):
+        # How audio becomes the encoder's input (rate, channels, resampler): a model trained
+        # on audio preprocessed otherwise would hear another signal on the robot.
+        spec['audio_preprocessing'] = dict(AUDIO_PREPROCESSING)
     if label_set:
         if label_set not in LABEL_SETS:
             raise BundleMismatchError(f'label set {label_set!r} does not exist in this '
@@ -107,11 +114,29 @@ def check_contract(path: str, manifest: Mapping[str, Any]) -> None:
                                   f'served: {exc}') from None
     current_hash = contract_hash(current)
     if current_hash != recorded_hash:
-        parts = spec_differences(manifest.get('contract') or {}, current)
+        recorded = manifest.get('contract') or {}
+        parts = spec_differences(recorded, current)
+        why = ''
+        if 'audio_preprocessing' in parts:
+            why = (f' The audio preprocessing changed: the bundle was trained on audio '
+                   f'preprocessed as {_describe_audio(recorded.get("audio_preprocessing"))}, '
+                   f'this emotion_ros gives the audio encoder '
+                   f'{_describe_audio(current.get("audio_preprocessing"))}.')
         raise BundleMismatchError(
             f'bundle {path} was trained under contract {recorded_hash}, this emotion_ros '
             f'computes contract {current_hash} for the same settings (prompt '
             f'{manifest["prompt_id"]!r}, template {manifest["chat_template"]!r}, view '
             f'{manifest["view"]!r}); parts that differ: {parts or "unknown"}. The weights '
             'would be read with another meaning: retrain, or use the emotion_ros the bundle '
-            'was made with')
+            f'was made with.{why}')
+
+
+def _describe_audio(pre: Any) -> str:
+    """A one-line description of an ``audio_preprocessing`` spec part."""
+    if not isinstance(pre, Mapping):
+        return ('an unrecorded preprocessing (before it was part of the contract: scipy '
+                'resample_poly in training, linear interpolation without anti-aliasing on the '
+                'robot)')
+    resampler = pre.get('resampler')
+    method = resampler.get('method') if isinstance(resampler, Mapping) else resampler
+    return f'{pre.get("sample_rate")} Hz, {pre.get("channels")}, resampled by {method}'

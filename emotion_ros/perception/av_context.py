@@ -2,8 +2,9 @@
 
 :class:`PersonAVContext` keeps, per track, a short buffer of the person's
 recent crops (the temporal tokens), the latest audio window of the
-microphone (16 kHz) and the latest transcript, and decides whose voice it is
-(:func:`attribute_voice`):
+microphone (resampled to 16 kHz by the one preprocessing of the models,
+:mod:`emotion_ros.audio.preprocess`, as training reads its clips) and the
+latest transcript, and decides whose voice it is (:func:`attribute_voice`):
 
 * **one visible person**: the voice and the words are theirs;
 * **several visible persons**: policy ``nearest`` (default) gives them to the
@@ -31,26 +32,13 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from emotion_ros.errors import ConfigError, InputError
-from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE, AVInputs
+from emotion_ros.audio.pcm import SAMPLE_RATE
+from emotion_ros.audio.preprocess import ModelAudioStream
+from emotion_ros.errors import ConfigError
+from emotion_ros.llm.multimodal import AVInputs
 from emotion_ros.llm.person_view import render_person
 
 VOICE_POLICIES = ('nearest', 'all', 'none')
-
-
-def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Linear resampling of mono audio to 16 kHz (microphones at 44.1/48 kHz).
-
-    Raises:
-        InputError: for a non-positive sample rate.
-    """
-    if rate <= 0:
-        raise InputError(f'sample rate must be positive, got {rate}', 'audio_format')
-    x = np.asarray(samples, np.float32).reshape(-1)
-    if rate == AUDIO_SAMPLE_RATE or x.size == 0:
-        return x
-    n = int(round(x.size * AUDIO_SAMPLE_RATE / rate))
-    return np.interp(np.linspace(0, x.size - 1, n), np.arange(x.size), x).astype(np.float32)
 
 
 def attribute_voice(boxes: Sequence[Sequence[float]], policy: str = 'nearest') -> List[bool]:
@@ -99,6 +87,7 @@ class PersonAVContext:
         self._crops: Dict[int, Deque[Tuple[float, np.ndarray]]] = {}
         self._audio = np.zeros(0, np.float32)
         self._audio_end = -1e18
+        self._stream = ModelAudioStream()  # the microphone's rate -> 16 kHz, chunk-independent
         self._transcript: Tuple[float, str] = (-1e18, '')
         self._heard_at = -1e18  # time.monotonic() of the latest feed_audio
         # Audio arrives on another thread than the frames: a short lock of its own, never
@@ -108,19 +97,23 @@ class PersonAVContext:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def feed_audio(self, samples: np.ndarray, end_stamp: float) -> None:
-        """Append mono 16 kHz float samples ending at ``end_stamp`` (seconds).
+    def feed_audio(self, samples: np.ndarray, end_stamp: float,
+                   rate: int = SAMPLE_RATE) -> None:
+        """Append mono float samples at ``rate`` Hz ending at ``end_stamp`` (seconds).
+
+        They are resampled to 16 kHz as a stream (:class:`ModelAudioStream`):
+        the window the backend gets is, sample for sample, what training's
+        reader makes of the same audio, however the microphone chunks it.
 
         Raises:
-            InputError: for samples that are not finite 1-D numbers.
+            InputError: for samples that are not finite numbers or a rate out of range.
         """
-        x = np.asarray(samples, np.float32).reshape(-1)
-        if not np.isfinite(x).all():
-            raise InputError('audio samples hold NaN or infinite values', 'audio_nonfinite')
-        keep = int(self.audio_window_s * AUDIO_SAMPLE_RATE)
+        keep = int(self.audio_window_s * SAMPLE_RATE)
         with self._lock:
             if end_stamp - self._audio_end > self.audio_window_s:
                 self._audio = np.zeros(0, np.float32)  # a gap: do not splice old audio on
+                self._stream.reset()
+            x = self._stream.push(samples, rate)
             self._audio = np.concatenate([self._audio, x])[-keep:]
             self._audio_end = float(end_stamp)
             self._heard_at = time.monotonic()
@@ -201,5 +194,6 @@ class PersonAVContext:
         with self._lock:
             self._audio = np.zeros(0, np.float32)
             self._audio_end = -1e18
+            self._stream.reset()
             self._heard_at = -1e18
             self._transcript = (-1e18, '')

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.backends.audio_visual import AudioVisualOptions
 from emotion_ros.backends.base import EmotionBackend
 from emotion_ros.backends.factory import create_backend
@@ -177,11 +178,14 @@ class PerceptionPipeline:
             self.audio_only_estimate = self.backend.estimate_audio_only(heard) \
                 if heard is not None else None
 
-    def feed_audio(self, samples_16k: np.ndarray, end_stamp: float) -> None:
-        """Give the audio_visual backend microphone audio (mono 16 kHz); others ignore it."""
+    def feed_audio(self, samples: np.ndarray, end_stamp: float, rate: int = SAMPLE_RATE) -> None:
+        """Give the audio_visual backend microphone audio (mono, ``rate`` Hz); others ignore it.
+
+        The context resamples it to the models' 16 kHz (:mod:`emotion_ros.audio.preprocess`).
+        """
         context = self.av_context
         if context is not None:
-            context.feed_audio(samples_16k, end_stamp)
+            context.feed_audio(samples, end_stamp, rate)
 
     def feed_transcript(self, text: str, stamp: float) -> None:
         """Give the audio_visual backend the latest transcript; others ignore it."""

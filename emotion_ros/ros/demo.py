@@ -29,10 +29,12 @@ from typing import Dict, List
 
 import numpy as np
 
+from emotion_ros.audio.pcm import SAMPLE_RATE
+
 ROOT = Path(os.environ.get('EMOTION_ROS_ROOT', Path(__file__).resolve().parents[2]))
 FPS = 15
 SIZE = (640, 480)
-AUDIO_RATE = 16000
+AUDIO_RATE = SAMPLE_RATE
 CHUNK = 1600
 # (start s, end s, photo or None) and (start s, text) of the demo's script.
 SCENES = [(0.0, 5.0, 'zidane'), (5.0, 10.0, 'bus'), (10.0, 16.0, None)]
@@ -40,8 +42,7 @@ CALLS = [(6.0, 'Help! Somebody help me!'), (12.0, 'Help! Somebody help me!')]
 
 
 def _speech(text: str, workdir: Path) -> np.ndarray:
-    from scipy.signal import resample_poly
-
+    from emotion_ros.audio.features import resample
     from emotion_ros.audio.pcm import read_wav
     if shutil.which('espeak-ng') is None:
         sys.exit('espeak-ng is missing: run make setup (it installs it with apt)')
@@ -49,7 +50,7 @@ def _speech(text: str, workdir: Path) -> np.ndarray:
     subprocess.run(['espeak-ng', '-s', '140', '-w', str(path), text], check=True)
     samples, rate = read_wav(path)
     mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    return resample_poly(mono, AUDIO_RATE, rate).astype(np.float32)
+    return resample(mono, rate, AUDIO_RATE)
 
 
 def build_bag(path: Path) -> None:

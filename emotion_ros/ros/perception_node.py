@@ -256,9 +256,11 @@ class PerceptionNode(LifecycleNode):
         except InputError as exc:
             self.bad_inputs.report(exc.kind, str(exc))
             return
-        from emotion_ros.perception.av_context import resample_to_16k
         end = conversions.stamp_to_sec(msg.header.stamp) + samples.shape[0] / msg.sample_rate
-        pipeline.feed_audio(resample_to_16k(samples, msg.sample_rate), end)
+        try:
+            pipeline.feed_audio(samples, end, int(msg.sample_rate))
+        except InputError as exc:
+            self.bad_inputs.report(exc.kind, str(exc))
 
     @boundary('subscription', 'transcripts')
     def _on_transcript(self, msg: Transcript) -> None:

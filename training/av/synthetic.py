@@ -28,8 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from emotion_ros.audio.pcm import SAMPLE_RATE as AUDIO_SAMPLE_RATE, write_wav
 from emotion_ros.errors import ConfigError
-from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE
 
 LABEL_SET = 'mer2023'
 COMBOS: Dict[Tuple[str, str], str] = {
@@ -84,17 +84,6 @@ def make_items(n: int, seed: int) -> List[Dict[str, Any]]:
     return [items[i] for i in order]
 
 
-def write_wav(path: str, audio: np.ndarray, rate: int = AUDIO_SAMPLE_RATE) -> None:
-    """Write mono float audio as 16-bit PCM WAV."""
-    import wave
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype('<i2')
-    with wave.open(path, 'wb') as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.tobytes())
-
-
 def make_synthetic_av(root: str, sizes: Optional[Dict[str, int]] = None, seed: int = 0,
                       overwrite: bool = False) -> Dict[str, int]:
     """Write the task in the audio-visual JSONL layout (one ``<split>.av.jsonl`` per split).
@@ -113,7 +102,7 @@ def make_synthetic_av(root: str, sizes: Optional[Dict[str, int]] = None, seed: i
         for i, item in enumerate(make_items(n, seed * 1000 + k)):
             name = f'{split}_{i:05d}'
             Image.fromarray(item['image']).save(os.path.join(media, name + '.png'))
-            write_wav(os.path.join(media, name + '.wav'), item['audio'])
+            write_wav(os.path.join(media, name + '.wav'), item['audio'], AUDIO_SAMPLE_RATE)
             lines.append({'id': name, 'image': f'media/{name}.png', 'audio': f'media/{name}.wav',
                           'label': item['label'], 'label_set': LABEL_SET,
                           'top': item['top'], 'tone': item['tone']})

@@ -2,9 +2,11 @@
 
 * Frames: OpenCV's ``VideoCapture`` (its wheels bundle FFmpeg: mp4, avi, flv,
   mkv), or a folder of frame images (DFEW's ``clip_224x224`` layout).
-* Audio: WAV files are read with Python's ``wave`` module and resampled to
-  16 kHz; audio inside a video container is decoded by the ``ffmpeg`` program
-  (``apt-get install ffmpeg``), which is asked for 16 kHz mono directly.
+* Audio: WAV files are read and resampled to 16 kHz by the models' one audio
+  preprocessing (:mod:`emotion_ros.audio.preprocess`, the robot's too); audio
+  inside a video container is decoded by the ``ffmpeg`` program
+  (``apt-get install ffmpeg``) into mono PCM at the container's own rate and
+  then resampled by the same preprocessing.
 
 Errors name the file and what failed; nothing is silently replaced by zeros.
 """
@@ -14,58 +16,29 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import wave
 from typing import List, Optional
 
 import numpy as np
 
+from emotion_ros.audio.preprocess import read_model_audio, to_model_rate
 from emotion_ros.errors import InputError
-from emotion_ros.llm.multimodal import AUDIO_SAMPLE_RATE
 from training.core.images import load_image_rgb
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.flv', '.mkv', '.mov', '.webm')
 
 
-def resample(audio: np.ndarray, rate: int, target: int = AUDIO_SAMPLE_RATE) -> np.ndarray:
-    """Resample mono audio to ``target`` Hz (polyphase when scipy is there, else linear)."""
-    if rate == target or audio.size == 0:
-        return audio.astype(np.float32)
-    try:
-        from math import gcd
-        from scipy.signal import resample_poly
-        g = gcd(rate, target)
-        return resample_poly(audio, target // g, rate // g).astype(np.float32)
-    except ImportError:
-        n = int(round(audio.size * target / rate))
-        x = np.linspace(0, audio.size - 1, n)
-        return np.interp(x, np.arange(audio.size), audio).astype(np.float32)
-
-
 def read_wav(path: str) -> np.ndarray:
-    """A PCM WAV file as mono float32 in [-1, 1] at 16 kHz.
+    """A WAV file as the models' audio input: mono float32 in [-1, 1] at 16 kHz.
+
+    The one WAV reader and the one preprocessing of the robot
+    (:func:`emotion_ros.audio.preprocess.read_model_audio`): training hears a
+    clip as the robot's microphone path delivers it to the audio encoder.
 
     Raises:
-        InputError: for a missing, unreadable or non-PCM file.
+        InputError: naming the file, for a missing, unreadable or unsupported file.
     """
-    try:
-        with wave.open(path, 'rb') as f:
-            channels, width, rate = f.getnchannels(), f.getsampwidth(), f.getframerate()
-            raw = f.readframes(f.getnframes())
-    except (OSError, EOFError, wave.Error) as exc:
-        raise InputError(f'{path}: cannot read WAV audio: {exc}', 'audio') from exc
-    if width == 2:
-        data = np.frombuffer(raw, '<i2').astype(np.float32) / 32768.0
-    elif width == 4:
-        data = np.frombuffer(raw, '<i4').astype(np.float32) / 2147483648.0
-    elif width == 1:
-        data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    else:
-        raise InputError(f'{path}: {8 * width}-bit WAV is not supported (8, 16, 32-bit PCM)',
-                         'audio')
-    if channels > 1:
-        data = data[:data.size // channels * channels].reshape(-1, channels).mean(1)
-    return resample(data, rate)
+    return read_model_audio(path)
 
 
 def read_audio(path: str) -> np.ndarray:
@@ -83,15 +56,34 @@ def read_audio(path: str) -> np.ndarray:
     if ffmpeg is None:
         raise InputError(f'{path}: decoding audio from a video needs the ffmpeg program '
                          '(apt-get install ffmpeg), or give a WAV file', 'audio')
+    # ffmpeg mixes down to mono but keeps the rate: resampling is the contract's, not ffmpeg's.
+    rate = _ffmpeg_audio_rate(path)
     cmd = [ffmpeg, '-nostdin', '-v', 'error', '-i', path, '-vn', '-f', 's16le', '-ac', '1',
-           '-ar', str(AUDIO_SAMPLE_RATE), '-']
+           '-ar', str(rate), '-']
     result = subprocess.run(cmd, capture_output=True, check=False, timeout=300)
     if result.returncode != 0:
         raise InputError(f'{path}: ffmpeg could not decode audio: '
                          f'{result.stderr.decode(errors="replace").strip()[:300]}', 'audio')
     if not result.stdout:
         raise InputError(f'{path}: has no audio stream', 'audio')
-    return np.frombuffer(result.stdout, '<i2').astype(np.float32) / 32768.0
+    return to_model_rate(np.frombuffer(result.stdout, '<i2').astype(np.float32) / 32768.0, rate)
+
+
+def _ffmpeg_audio_rate(path: str) -> int:
+    """The sample rate of the first audio stream of a container (ffprobe), 48 kHz if unknown.
+
+    (Unknown only without ffprobe or without an audio stream, which ffmpeg then reports.)
+    """
+    ffprobe = shutil.which('ffprobe')
+    if ffprobe is None:
+        return 48000
+    result = subprocess.run([ffprobe, '-v', 'error', '-select_streams', 'a:0', '-show_entries',
+                             'stream=sample_rate', '-of', 'csv=p=0', path],
+                            capture_output=True, check=False, timeout=60)
+    try:
+        return int(result.stdout.decode().strip().splitlines()[0])
+    except (ValueError, IndexError):
+        return 48000
 
 
 def read_frames(path: str, max_frames: int = 8) -> List[np.ndarray]:
