@@ -227,3 +227,42 @@ def test_av_jsonl_and_mixing_with_emotic(tmp_path):
     both = samples[0]
     assert both.inputs.present() == ('image', 'audio') and both.discrete >= 0
     assert abs(len(both.inputs.audio) - RATE) < 10
+
+
+def test_av_training_refuses_emotic_roots_past_the_skip_threshold(tmp_path):
+    """An EMOTIC root in an audio-visual run is held to the LLaVA path's rule: past
+    max_skip_fraction (5 % by default) of skipped persons the load fails naming the reasons;
+    at a threshold that admits them the run's data report carries the skip counts."""
+    from training.av.data import load_av_records, load_av_split
+    from training.av.task import load_data
+    from training.av.synthetic import make_synthetic_av
+    from training.core.config import TrainConfig
+    from training.emotic.dataset import load_dataset
+    from training.emotic.synthetic import make_synthetic
+    from emotion_ros.errors import InputError
+    av_root = tmp_path / 'av'
+    make_synthetic_av(str(av_root), {'train': 8, 'val': 4}, seed=3)
+    emotic = tmp_path / 'emotic'
+    make_synthetic(str(emotic), 12, 3, 3, seed=0)
+    roots = f'{av_root},emotic:{emotic}'
+    clean = load_av_records(roots, 'train')  # nothing skipped: the default threshold passes
+    first = next(r for r in clean if r.dataset == 'emotic').image_path
+    os.remove(first)  # the persons of one image of 12 are now skipped (> 5 %)
+    reference, report = load_dataset(str(emotic), 'train', max_skip_fraction=1.0)
+    lost = report.counts['missing_image']
+    assert lost >= 1 and report.fraction > 0.05
+    for call in (lambda: load_av_records(roots, 'train'),
+                 lambda: load_av_split(roots, 'train', 0.05),
+                 lambda: load_data(TrainConfig(data_root=roots, train_split='train',
+                                               eval_split='val', max_skip_fraction=0.05))):
+        with pytest.raises(InputError, match='missing_image') as err:
+            call()
+        assert err.value.kind == 'dataset_skips'
+    records, skips = load_av_split(roots, 'train', 0.5)
+    assert skips[str(emotic)]['skipped'] == {'missing_image': lost}
+    assert skips[str(emotic)]['persons_used'] == len(reference)
+    assert sum(r.dataset == 'emotic' for r in records) == len(reference)
+    _, _, data_report = load_data(TrainConfig(data_root=roots, train_split='train',
+                                              eval_split='val', max_skip_fraction=0.5))
+    assert data_report['train']['emotic_skips'][str(emotic)]['skipped'] == {
+        'missing_image': lost}

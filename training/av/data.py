@@ -47,7 +47,7 @@ from emotion_ros.errors import ConfigError, InputError
 from emotion_ros.llm.contract import CATEGORIES, CATEGORY_INDEX, format_answer, PROMPTS
 from emotion_ros.llm.labels import class_categories, class_index, label_set
 from training.core.images import load_image_rgb
-from training.emotic.dataset import load_dataset
+from training.emotic.dataset import DEFAULT_MAX_SKIP_FRACTION, load_dataset, SkipReport
 
 AV_LAYOUTS = ('av_jsonl', 'ravdess', 'cremad', 'dfew', 'mer2023', 'merr')
 _RAVDESS = re.compile(r'^(0[1-3])-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(mp4|wav)$')
@@ -342,12 +342,19 @@ _READERS = {'av_jsonl': _read_av_jsonl, 'ravdess': _read_ravdess, 'cremad': _rea
             'dfew': _read_dfew, 'mer2023': _read_mer2023, 'merr': _read_merr}
 
 
-def _emotic_records(root: str, split: str) -> List[AVRecord]:
-    records, _skipped = load_dataset(root, split, max_skip_fraction=1.0)
+def _emotic_records(root: str, split: str,
+                    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
+                    ) -> Tuple[List[AVRecord], SkipReport]:
+    """EMOTIC persons as image-only records, and the skip report of the load.
+
+    Raises:
+        InputError: kind ``'dataset_skips'`` past ``max_skip_fraction`` (the LLaVA path's rule).
+    """
+    records, skipped = load_dataset(root, split, max_skip_fraction=max_skip_fraction)
     return [AVRecord(clip_id=f'{os.path.basename(r.image_path)}#{k}', split=split,
                      dataset='emotic', categories=tuple(r.categories), vad=tuple(r.vad),
                      image_path=r.image_path, box=tuple(r.box))
-            for k, r in enumerate(records)]
+            for k, r in enumerate(records)], skipped
 
 
 def parse_roots(data_root: str) -> List[Tuple[str, str]]:
@@ -362,20 +369,39 @@ def parse_roots(data_root: str) -> List[Tuple[str, str]]:
     return out
 
 
-def load_av_records(data_root: str, split: str) -> List[AVRecord]:
-    """Records of one split from one or several roots (comma-separated; a mixed run).
+def load_av_split(data_root: str, split: str,
+                  max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
+                  ) -> Tuple[List[AVRecord], Dict[str, Any]]:
+    """Records of one split from one or several roots (comma-separated; a mixed run), and
+    what was skipped per EMOTIC root (``{root: {persons_read, persons_used, skipped,
+    boxes_clipped}}``).
 
-    Roots without an audio-visual layout are read as EMOTIC (image-only).
+    Roots without an audio-visual layout are read as EMOTIC (image-only), under the same
+    skip rule as the LLaVA path: more than ``max_skip_fraction`` of a root's persons
+    skipped (bad boxes, missing images, ...) fails the load with the report.
 
     Raises:
-        InputError: for a missing split or malformed annotation (file and row named).
+        InputError: for a missing split or malformed annotation (file and row named), or
+            kind ``'dataset_skips'`` when an EMOTIC root skips too many persons.
     """
     out: List[AVRecord] = []
+    skips: Dict[str, Any] = {}
     for layout, root in parse_roots(data_root):
         layout = layout or detect_av_layout(root) or 'emotic'
-        reader = _emotic_records if layout == 'emotic' else _READERS[layout]
-        out.extend(reader(root, split))
-    return out
+        if layout == 'emotic':
+            records, skipped = _emotic_records(root, split, max_skip_fraction)
+            skips[root] = {'persons_read': skipped.total, 'persons_used': len(records),
+                           'skipped': dict(skipped.counts), 'boxes_clipped': skipped.clipped}
+        else:
+            records = _READERS[layout](root, split)
+        out.extend(records)
+    return out, skips
+
+
+def load_av_records(data_root: str, split: str,
+                    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION) -> List[AVRecord]:
+    """The records of :func:`load_av_split` (same rules and errors), without the report."""
+    return load_av_split(data_root, split, max_skip_fraction)[0]
 
 
 def av_splits(root: str) -> List[str]:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Dict, Optional, Tuple
 
 from emotion_ros.errors import ConfigError
-from training.av.data import AVSampleSet, load_av_records
+from training.av.data import AVSampleSet, load_av_split
 from training.av.model import av_bundle_info, AVCollator, build_av_model, init_from_stage1
 from training.av.model import write_av_bundle_files
 from training.core.config import flag, TrainConfig
@@ -22,7 +22,7 @@ def load_data(cfg: TrainConfig) -> Tuple[Any, Any, Dict[str, Any]]:
     sets = []
     for split, limit in ((cfg.train_split, cfg.max_train_samples),
                          (cfg.eval_split, cfg.max_eval_samples)):
-        records = load_av_records(cfg.data_root, split)
+        records, skips = load_av_split(cfg.data_root, split, cfg.max_skip_fraction)
         if limit:
             records = records[:limit]
         if not records:
@@ -31,7 +31,8 @@ def load_data(cfg: TrainConfig) -> Tuple[Any, Any, Dict[str, Any]]:
         report[split] = {'clips': len(records),
                          'datasets': dict(Counter(r.dataset for r in records)),
                          'modalities': dict(Counter(m for r in records for m in r.modalities)),
-                         'labels': dict(Counter(r.label or 'none' for r in records))}
+                         'labels': dict(Counter(r.label or 'none' for r in records)),
+                         'emotic_skips': skips}
         sets.append(AVSampleSet(records, cfg.prompt_id, cfg.label_set, cfg.view,
                                 cfg.video_frames, cfg.use_transcript, cfg.with_reasons,
                                 cfg.media_cache_dir))
