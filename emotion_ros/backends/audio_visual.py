@@ -137,9 +137,10 @@ class AudioVisualBackend(EmotionBackend):
             ConfigError: for an impossible device choice.
         """
         from emotion_ros.llm import bundle as bundle_mod
-        from emotion_ros.llm.scoring import resolve_device, resolve_dtype
+        from emotion_ros.devices import resolve_device
+        from emotion_ros.llm.scoring import resolve_dtype
         opts = self.options
-        self._device = resolve_device(opts.device)
+        self._device = resolve_device(opts.device, 'emotion.audio_visual.device')
         self._dtype = resolve_dtype(opts.dtype, self._device)
         manifest = bundle_mod.verify_bundle(opts.bundle_path,
                                             expected_base_model=opts.base_model or None)

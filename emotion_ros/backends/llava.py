@@ -37,13 +37,14 @@ import numpy as np
 
 from emotion_ros.backends.base import EmotionBackend
 from emotion_ros.config.schema import field
+from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ConfigError, ModelLoadError
 from emotion_ros.llm.contract import DEFAULT_PROMPT_ID, NUM_CATEGORIES, PROMPTS
 from emotion_ros.llm.encoding import encode_prompt, image_token_count, left_pad
 from emotion_ros.llm.encoding import pixel_values_for
 from emotion_ros.llm.head import apply_head, build_score_head
 from emotion_ros.llm.scoring import candidate_log_probs, category_candidates, core_llava
-from emotion_ros.llm.scoring import prompt_hidden, resolve_device, resolve_dtype
+from emotion_ros.llm.scoring import prompt_hidden, resolve_dtype
 from emotion_ros.llm.templates import CHAT_TEMPLATES, DEFAULT_CHAT_TEMPLATE, render_prompt
 from emotion_ros.llm.templates import scoring_prompt
 from emotion_ros.types import Box, EmotionOutput
@@ -195,7 +196,7 @@ class LlavaBackend(EmotionBackend):
         """
         from emotion_ros.llm import bundle as bundle_mod
         opts = self.options
-        self._device = resolve_device(opts.device)
+        self._device = resolve_device(opts.device, 'emotion.llava.device')
         self._dtype = resolve_dtype(opts.dtype, self._device)
         manifest = None
         if opts.bundle_path:

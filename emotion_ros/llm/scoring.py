@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence
 
-from emotion_ros.errors import ConfigError, ModelLoadError
+from emotion_ros.errors import ModelLoadError
 from emotion_ros.llm.contract import CATEGORIES
 from emotion_ros.llm.encoding import positions_from_mask
 
@@ -33,20 +33,6 @@ def prompt_hidden(model: Any, input_ids: Any, attention_mask: Any, pixel_values:
                       pixel_values=pixel_values,
                       position_ids=positions_from_mask(attention_mask), use_cache=False)
     return out.last_hidden_state
-
-
-def resolve_device(device: str) -> str:
-    """Map 'auto' onto 'cuda' when a GPU is usable, else 'cpu'.
-
-    Raises:
-        ConfigError: when 'cuda' is asked for and no GPU is usable.
-    """
-    import torch
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise ConfigError('device: cuda requested but no CUDA GPU is usable')
-    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, List
 
 import numpy as np
 
+from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ModelLoadError
 from emotion_ros.perception.detectors.base import DetectorConfig, PersonDetector
 from emotion_ros.types import Detection
@@ -36,23 +37,6 @@ def _ultralytics_weights_dir() -> Path:
         return Path(settings.get('weights_dir', 'weights'))
     except (OSError, ValueError):
         return Path('weights')
-
-
-def resolve_device(requested: str) -> str:
-    """Map ``auto|cpu|cuda`` to the torch device to use.
-
-    Raises:
-        ModelLoadError: when ``cuda`` is requested but torch sees no GPU.
-    """
-    import torch
-
-    if requested == 'cpu':
-        return 'cpu'
-    available = torch.cuda.is_available()
-    if requested == 'cuda' and not available:
-        raise ModelLoadError("detector.device is 'cuda' but torch.cuda.is_available() is False "
-                             '(no GPU, or a CPU-only torch build)')
-    return 'cuda:0' if available else 'cpu'
 
 
 class YoloDetector(PersonDetector):
@@ -125,7 +109,7 @@ class YoloDetector(PersonDetector):
         except ImportError as exc:
             raise ModelLoadError(f'the yolo detector needs torch and ultralytics: {exc} '
                                  '(or use detector.type face)') from exc
-        self._device = resolve_device(self.cfg.device)
+        self._device = resolve_device(self.cfg.device, 'detector.device')
         try:
             from ultralytics import YOLO
 
