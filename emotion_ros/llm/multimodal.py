@@ -51,6 +51,7 @@ from emotion_ros.llm.labels import label_set as get_label_set
 from emotion_ros.llm.scoring import core_llava
 from emotion_ros.llm.templates import AUDIO_PLACEHOLDER, get_template, IMAGE_PLACEHOLDER
 from emotion_ros.llm.templates import VIDEO_PLACEHOLDER
+from emotion_ros.llm.weights import load_strict
 
 IGNORE_INDEX = -100
 AUDIO_SAMPLE_RATE = SAMPLE_RATE  # the models' audio rate (emotion_ros.audio.preprocess)
@@ -525,19 +526,9 @@ class AudioVisualModel(nn.Module):
         Raises:
             ModelLoadError: naming missing, unexpected or mis-shaped tensors.
         """
-        own = self.extra_state_dict()
-        missing, unexpected = set(own) - set(state), set(state) - set(own)
-        if missing or unexpected:
-            raise ModelLoadError(f'multimodal weights do not fit the model: missing '
-                                 f'{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}')
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for name, value in state.items():
-                if params[name].shape != value.shape:
-                    raise ModelLoadError(f'multimodal tensor {name} has shape '
-                                         f'{tuple(value.shape)}, the model '
-                                         f'{tuple(params[name].shape)}')
-                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        names = set(self.extra_state_dict())
+        live = self.state_dict(keep_vars=True)
+        load_strict({n: live[n] for n in names}, state, 'multimodal weights')
 
 
 def build_audio_encoder(name_or_path: str, dtype: Any = None) -> Any:

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from emotion_ros.errors import ConfigError, ModelLoadError
+from emotion_ros.errors import ConfigError
 from emotion_ros.llm.bundle import BundleInfo, model_arch, model_fingerprint
 from emotion_ros.llm.encoding import image_token_count, pixel_values_for
 from emotion_ros.llm.multimodal import audio_fingerprint, AudioVisualModel, build_audio_encoder
 from emotion_ros.llm.multimodal import collate_av
 from emotion_ros.llm.multimodal import encode_av, ModalityLayout, render_av_prompt
 from emotion_ros.llm.scoring import core_llava
+from emotion_ros.llm.weights import load_strict
 from training.core.config import TrainConfig
 from training.core.model import build_model
 
@@ -73,21 +74,8 @@ class AVTrainModel(nn.Module):
         Raises:
             ModelLoadError: when names or shapes differ.
         """
-        own = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        expected = {n for n in own if not n.startswith(tuple(skip_prefixes))}
-        given = {n for n in state if not n.startswith(tuple(skip_prefixes))}
-        missing, unexpected = expected - given, given - expected
-        if missing or unexpected:
-            raise ModelLoadError(f'weights do not fit the model: missing {sorted(missing)[:5]}, '
-                                 f'unexpected {sorted(unexpected)[:5]}')
-        with torch.no_grad():
-            for name in sorted(expected):
-                value = state[name]
-                if own[name].shape != value.shape:
-                    raise ModelLoadError(f'tensor {name} has shape {tuple(value.shape)}, the '
-                                         f'model {tuple(own[name].shape)}')
-                own[name].copy_(value.to(own[name].device, own[name].dtype))
-        return sorted(set(own) - expected)
+        return load_strict({n: p for n, p in self.named_parameters() if p.requires_grad},
+                           state, 'weights', skip_prefixes)
 
     def parameter_groups(self, cfg: TrainConfig) -> list:
         """AdamW groups: LoRA at learning_rate; projectors at projector_lr; heads at head_lr."""

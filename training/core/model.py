@@ -23,6 +23,7 @@ from emotion_ros.llm.contract import VAD_MAX, VAD_MIN
 from emotion_ros.llm.encoding import positions_from_mask
 from emotion_ros.llm.head import apply_head, build_score_head
 from emotion_ros.llm.scoring import core_llava
+from emotion_ros.llm.weights import load_strict
 from training.core.collate import AnswerTokensError, IGNORE_INDEX
 from training.core.config import TrainConfig
 
@@ -184,19 +185,8 @@ class EmotionLlava(nn.Module):
         Raises:
             ModelLoadError: when names or shapes differ (a checkpoint of another config).
         """
-        own = dict(self.named_parameters())
-        expected = {n for n, p in own.items() if p.requires_grad}
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise ModelLoadError(f'checkpoint does not fit the model: missing '
-                                 f'{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}')
-        with torch.no_grad():
-            for name, value in state.items():
-                if own[name].shape != value.shape:
-                    raise ModelLoadError(f'checkpoint tensor {name} has shape '
-                                         f'{tuple(value.shape)}, the model '
-                                         f'{tuple(own[name].shape)}')
-                own[name].copy_(value.to(own[name].device, own[name].dtype))
+        load_strict({n: p for n, p in self.named_parameters() if p.requires_grad}, state,
+                    'checkpoint')
 
     def parameter_groups(self, cfg: TrainConfig) -> list:
         """AdamW groups: LoRA at ``learning_rate``, projector and head at their own rates."""
