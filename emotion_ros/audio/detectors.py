@@ -50,6 +50,10 @@ class Decoded:
     help_detected: bool = False
     help_phrase: str = ''
     help_score: float = 0.0
+    #: Whisper's probability that the utterance holds no speech (0 when not known).
+    no_speech_prob: float = 0.0
+    #: Mean log-probability of the decoded tokens (0 when not known).
+    avg_logprob: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +77,8 @@ class Transcript:
     model_id: str
     decode_s: float
     status: str = 'ok'
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
 
 
 class HelpDetector(abc.ABC):
