@@ -6,10 +6,12 @@ that audio alone: no state may carry over from one utterance to the next,
 so whether a call is heard cannot depend on what came before it in the
 stream. Backends:
 
-- ``keyphrase`` (default, offline, CPU): pocketsphinx keyphrase search with
-  its bundled US-English model (:mod:`emotion_ros.audio.keywords`).
-- ``whisper``: transformers' Whisper ASR, text matched against help phrases
-  per language (:mod:`emotion_ros.audio.whisper`).
+- ``whisper`` (default): Whisper ASR, text matched against help phrases per
+  language (:mod:`emotion_ros.audio.phrases`); engines: CTranslate2 with the
+  bundled tiny.en, offline on CPU (:mod:`emotion_ros.audio.whisper_ct2`), or
+  transformers (:mod:`emotion_ros.audio.whisper`).
+- ``keyphrase`` (light fallback, offline, CPU): pocketsphinx keyphrase search
+  with its bundled US-English model (:mod:`emotion_ros.audio.keywords`).
 
 :class:`DetectorRunner` runs a detector on a worker thread with a watchdog:
 a decode that takes longer than ``timeout_s`` is abandoned, the detector is
