@@ -209,6 +209,12 @@ def score(placements: Sequence[Placement], transcripts, tolerance: float = 0.3,
     out['delays'] = [min(when[id(t)] for t in helps if t.start < p.end + tolerance
                          and t.end > p.start - tolerance) - p.end
                      for p in placements if p.kind == 'call' and hit(p) and when]
+    calls = [p for p in placements if p.kind == 'call']
+    # Help utterances with no call in them: what would raise a false alert. (A long
+    # utterance that holds a call and, e.g. in babble, also the sentences around it flags
+    # those sentences above but is no false alert.)
+    out['false_help'] = sum(1 for t in helps if not any(
+        t.start < p.end + tolerance and t.end > p.start - tolerance for p in calls))
     explained = [t for t in helps if any(t.start < p.end + tolerance and
                                          t.end > p.start - tolerance for p in placements)]
     out['other_false'] = len(helps) - len(explained)
@@ -319,6 +325,7 @@ def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, condit
                'calm_false_pct': 100 * s['calm']['flagged'] / max(1, s['calm']['n']),
                'calm_false_per_h': s['calm']['flagged'] / max(1e-9, s['calm']['hours']),
                'other_false': s['other_false'], 'cpu_s_per_s': cpu / dur,
+               'false_help': s['false_help'],
                'delays': s['delays'],
                'delay_p50': float(np.percentile(s['delays'], 50)) if s['delays'] else math.nan,
                'delay_p95': float(np.percentile(s['delays'], 95)) if s['delays'] else math.nan,
@@ -327,7 +334,8 @@ def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, condit
         print(f'{backend:9s} {family:6s} {cond:22s} {dur / 60:5.1f} min  recall '
               f"{row['recall']:.3f} ({s['call']['flagged']}/{s['call']['n']})  near "
               f"{row['near_false_pct']:5.1f}%  calm {row['calm_false_pct']:5.1f}%  other "
-              f"{row['other_false']}  cpu {row['cpu_s_per_s']:.3f} s/s  cue delay p50 "
+              f"{row['other_false']}  no-call help utterances {row['false_help']}  cpu "
+              f"{row['cpu_s_per_s']:.3f} s/s  cue delay p50 "
               f"{row['delay_p50']:.2f} p95 {row['delay_p95']:.2f} s", flush=True)
         yield row, (places, transcripts)
 
@@ -338,13 +346,15 @@ def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
     print(f'Machine: {platform.machine()}, {os.cpu_count()} cores, '
           f'{platform.python_version()}; split {args.split}; overrides {overrides}')
     print('| backend | voices | condition | stream (min) | recall | near-miss false (% / per h) '
-          '| calm false (% / per h) | other false | CPU s/s | cue delay p50 / p95 (s) |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+          '| calm false (% / per h) | other false | help utterances without a call | CPU s/s '
+          '| cue delay p50 / p95 (s) |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['backend']} | {r['family']} | {r['condition']} | {r['stream_min']:.1f} | "
               f"{r['recall']:.3f} ({r['calls']}) | {r['near_false_pct']:.1f} / "
               f"{r['near_false_per_h']:.0f} | {r['calm_false_pct']:.1f} / "
-              f"{r['calm_false_per_h']:.0f} | {r['other_false']} | {r['cpu_s_per_s']:.3f} | "
+              f"{r['calm_false_per_h']:.0f} | {r['other_false']} | {r['false_help']} | "
+              f"{r['cpu_s_per_s']:.3f} | "
               f"{r['delay_p50']:.2f} / {r['delay_p95']:.2f} |")
     for key in dict.fromkeys((r['backend'], r['family']) for r in rows):
         rs = [r for r in rows if (r['backend'], r['family']) == key]
@@ -357,7 +367,7 @@ def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
               f"{sum(r['stream_min'] for r in rs):.1f} | **{heard / max(1, calls):.3f}** "
               f'({calls}) | **{100 * near[0] / max(1, near[1]):.1f}** ({near[0]} of {near[1]}) '
               f'| **{100 * calm[0] / max(1, calm[1]):.1f}** ({calm[0]} of {calm[1]}) | '
-              f"{sum(r['other_false'] for r in rs)} | "
+              f"{sum(r['other_false'] for r in rs)} | {sum(r['false_help'] for r in rs)} | "
               f"**{np.mean([r['cpu_s_per_s'] for r in rs]):.3f}** | "
               f'{_pct(delays, 50):.2f} / {_pct(delays, 95):.2f} |')
 
