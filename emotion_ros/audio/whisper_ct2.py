@@ -136,6 +136,8 @@ def resolve_model(model: str, allow_download: bool) -> Tuple[str, str]:
                'false: run once with whisper_allow_download: true on a machine with '
                'network (or copy the converted folder here and give its path)'
                if not allow_download else 'the download failed')
+        if os.sep in model:
+            how += f'; nor is there a folder {model!r} (from {os.getcwd()!r})'
         raise ModelLoadError(f'whisper_model: cannot get {model!r}: {how} '
                              f'({type(exc).__name__}: {exc})') from exc
     check_model_folder(path, f'whisper_model: {model!r}')
