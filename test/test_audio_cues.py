@@ -103,7 +103,8 @@ def test_config_validates_and_names_the_parameter():
 
 def test_unknown_keyword_word_fails_at_load_naming_it():
     """A keyword that is not in the pocketsphinx dictionary fails load() with its name."""
-    ex = AudioCueExtractor(AudioCueConfig(keywords=('help', 'xqzzyv'), vad_backend='energy'))
+    ex = AudioCueExtractor(AudioCueConfig(help_detector='keyphrase', keywords=('help', 'xqzzyv'),
+                                          vad_backend='energy'))
     with pytest.raises(ConfigError, match='xqzzyv'):
         ex.load()
 

@@ -64,7 +64,7 @@ def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node,
     assert len(starts) == 3, starts
     assert all(abs(s - e) < 0.2 for s, e in zip(starts, expected)), (starts, expected)
     for t in transcripts:
-        assert t.header.frame_id == 'mic_test' and t.detector == 'keyphrase'
+        assert t.header.frame_id == 'mic_test' and t.detector == 'whisper'   # the default
         assert conversions.stamp_to_sec(t.end) > conversions.stamp_to_sec(t.header.stamp)
     # Stream accounting from the stamps: nothing missing, no gaps.
     assert values['stream_gaps'] == '0' and float(values['audio_missing_s']) < 0.01

@@ -39,13 +39,13 @@ def test_evaluate_writes_transcripts_and_the_report_lists_the_calls_heard(tmp_pa
     assert records, (out / 'report.md').read_text()
     helps = [r for r in records if r.help_detected]
     assert helps and all(3.0 - 0.1 <= r.t < 4.5 for r in helps), records
-    assert all(r.help_phrase and r.detector == 'keyphrase' and r.status == 'ok'
+    assert all(r.help_phrase and r.detector == 'whisper' and r.status == 'ok'
                for r in helps)
     later = [r for r in records if r.t >= 7.9]
     assert later and not any(r.help_detected for r in later), records
     assert all(r.t < r.end for r in records)
     report = (out / 'report.md').read_text()
     assert '## Utterances heard (calls for help)' in report
-    assert f'{len(records)} utterances decoded by `keyphrase`' in report
+    assert f'{len(records)} utterances decoded by `whisper`' in report
     assert '**yes** (' in report and 'transcripts.jsonl' in report
     assert json.loads((out / 'metrics.json').read_text())['complete']

@@ -81,7 +81,8 @@ def test_whisper_backend_through_a_real_audio_node(model_dir, start_node, ros_no
 
     from emotion_ros.ros import conversions
     node = start_node('audio_node', '--ros-args', '-p', 'vad_backend:=energy',
-                      '-p', 'help_detector:=whisper', '-p', f'whisper_model:={model_dir}',
+                      '-p', 'help_detector:=whisper', '-p', 'whisper_engine:=transformers',
+                      '-p', f'whisper_model:={model_dir}',
                       '-p', 'whisper_device:=cpu', '-p', 'whisper_languages:=[en]',
                       '-p', 'detector_timeout_s:=120.0')
     drv = ros_node('whisper_driver')

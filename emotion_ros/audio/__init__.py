@@ -1,7 +1,8 @@
 """Audio core: PCM decoding, audio cues of distress and audio sources (no ROS).
 
-Importing this package is cheap: torch (Silero VAD), pocketsphinx, scipy and
-sounddevice are imported only when a model is loaded or a source is opened.
+Importing this package is cheap: torch (Silero VAD), faster-whisper/ctranslate2,
+pocketsphinx, scipy and sounddevice are imported only when a model is loaded or a
+source is opened.
 """
 
 from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor, scream_score, vocal_arousal

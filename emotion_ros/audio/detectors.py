@@ -6,10 +6,12 @@ that audio alone: no state may carry over from one utterance to the next,
 so whether a call is heard cannot depend on what came before it in the
 stream. Backends:
 
-- ``keyphrase`` (default, offline, CPU): pocketsphinx keyphrase search with
-  its bundled US-English model (:mod:`emotion_ros.audio.keywords`).
-- ``whisper``: transformers' Whisper ASR, text matched against help phrases
-  per language (:mod:`emotion_ros.audio.whisper`).
+- ``whisper`` (default): Whisper ASR, text matched against help phrases per
+  language (:mod:`emotion_ros.audio.phrases`); engines: CTranslate2 with the
+  bundled tiny.en, offline on CPU (:mod:`emotion_ros.audio.whisper_ct2`), or
+  transformers (:mod:`emotion_ros.audio.whisper`).
+- ``keyphrase`` (light fallback, offline, CPU): pocketsphinx keyphrase search
+  with its bundled US-English model (:mod:`emotion_ros.audio.keywords`).
 
 :class:`DetectorRunner` runs a detector on a worker thread with a watchdog:
 a decode that takes longer than ``timeout_s`` is abandoned, the detector is
@@ -50,6 +52,10 @@ class Decoded:
     help_detected: bool = False
     help_phrase: str = ''
     help_score: float = 0.0
+    #: Whisper's probability that the utterance holds no speech (0 when not known).
+    no_speech_prob: float = 0.0
+    #: Mean log-probability of the decoded tokens (0 when not known).
+    avg_logprob: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +79,8 @@ class Transcript:
     model_id: str
     decode_s: float
     status: str = 'ok'
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
 
 
 class HelpDetector(abc.ABC):

@@ -1,4 +1,7 @@
-"""Whisper call-for-help detector: transcribe each utterance, match help phrases per language.
+"""Whisper call-for-help detector on transformers (``whisper_engine: transformers``).
+
+The default engine is CTranslate2 (:mod:`emotion_ros.audio.whisper_ct2`); this
+one runs any transformers Whisper (hub id or folder), e.g. on a GPU.
 
 Loads ``WhisperForConditionalGeneration`` and ``WhisperProcessor`` from a
 model id or a local folder (``from_pretrained``; on this project's CI no
@@ -17,73 +20,28 @@ from __future__ import annotations
 import inspect
 import math
 import re
-import unicodedata
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from emotion_ros.audio.detectors import Decoded, HelpDetector
+from emotion_ros.audio.phrases import (find_phrase, normalize_text,  # noqa: F401 (re-export)
+                                       NO_SPACE_LANGUAGES, parse_help_phrases)
 from emotion_ros.errors import ConfigError, ModelLoadError
 
-#: Languages written without spaces between words: phrases match as substrings.
-NO_SPACE_LANGUAGES = ('ja', 'zh', 'th', 'lo', 'my', 'km')
 SAMPLE_RATE = 16000
 #: Generated tokens per second of audio (plus a fixed allowance), bounding each decode.
 TOKENS_PER_SECOND = 6
 MIN_NEW_TOKENS = 16
-
-
-def parse_whisper_phrases(entries: Sequence[str], languages: Sequence[str]
-                          ) -> Dict[str, Tuple[str, ...]]:
-    """``('en:help', 'es:ayuda', ...)`` -> ``{'en': ('help',), 'es': ('ayuda',)}``.
-
-    Only the configured ``languages`` are kept; each of them needs a phrase.
-
-    Raises:
-        ConfigError: for an entry without ``lang:``, an empty language list, or
-            a configured language without phrases.
-    """
-    langs = [lang.strip().lower() for lang in languages if lang.strip()]
-    if not langs:
-        raise ConfigError('whisper_languages: need at least one language (e.g. en)')
-    out: Dict[str, List[str]] = {lang: [] for lang in langs}
-    for entry in entries:
-        lang, sep, phrase = entry.partition(':')
-        if not sep or not lang.strip() or not phrase.strip():
-            raise ConfigError(f"whisper_help_phrases: {entry!r} is not 'lang:phrase'")
-        lang = lang.strip().lower()
-        if lang in out:
-            out[lang].append(normalize_text(phrase))
-    missing = [lang for lang, phrases in out.items() if not phrases]
-    if missing:
-        raise ConfigError(f'whisper_help_phrases: no phrase for language(s) {missing} of '
-                          f'whisper_languages')
-    return {lang: tuple(dict.fromkeys(p)) for lang, p in out.items()}
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, NFKC, punctuation to spaces, single spaces (keeps letters of any script)."""
-    text = unicodedata.normalize('NFKC', text).lower()
-    text = ''.join(ch if (ch.isalnum() or ch in " '") else ' ' for ch in text)
-    return ' '.join(text.split())
-
-
-def find_phrase(text: str, language: str, phrases: Sequence[str]) -> str:
-    """The first (longest) phrase that ``text`` contains, or ''."""
-    norm = normalize_text(text)
-    for phrase in sorted(phrases, key=len, reverse=True):
-        if language in NO_SPACE_LANGUAGES:
-            if phrase.replace(' ', '') in norm.replace(' ', ''):
-                return phrase
-        elif re.search(r'(?<!\w)' + re.escape(phrase) + r'(?!\w)', norm):
-            return phrase
-    return ''
+#: The phrase list parser under its earlier name.
+parse_whisper_phrases = parse_help_phrases
 
 
 class WhisperDetector(HelpDetector):
     """Transcribes one utterance with Whisper and looks for help phrases in the text."""
 
     name = 'whisper'
+    engine = 'transformers'
 
     def __init__(self, model: str, device: str, languages: Sequence[str],
                  help_phrases: Sequence[str]) -> None:

@@ -51,7 +51,13 @@ class AudioNode(Node):
         # Read-only parameters: the extractor's models are built from them at start-up.
         self.config = declare_config(self, AudioNodeConfig)
         self.extractor = AudioCueExtractor(self.config.cues)
-        self.extractor.load()
+        # A help detector that cannot be loaded (missing wheel or model folder) leaves the
+        # node running with the other cues; /diagnostics reports it at ERROR.
+        self.extractor.load(keep_going_without_detector=True)
+        if self.extractor.detector_error:
+            self.get_logger().error(f'help detector not loaded, calls for help are NOT '
+                                    f'detected: {self.extractor.detector_error}')
+        self._detector_info = self._describe_detector()
         self.bad_inputs = BadInputLog(self)
         self.monitor = StreamMonitor()
         self._queue = collections.deque()
@@ -81,9 +87,26 @@ class AudioNode(Node):
         self.diagnostics = Diagnostics(
             self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(self.config.diagnostics_period_s, self._publish_diagnostics)
-        detector = self.extractor.runner.detector.name if self.extractor.runner else 'none'
+        info = self._detector_info
         self.get_logger().info(f'listening on {self.resolve_topic_name("audio")} '
-                               f'({self.config.audio_msg_type}); help detector: {detector}')
+                               f'({self.config.audio_msg_type}); help detector: '
+                               f'{info["help_detector"]} ({info["help_engine"]}, '
+                               f'{info["help_model"]})')
+
+    def _describe_detector(self) -> dict:
+        """Detector, engine and model in use (or configured, when it failed to load)."""
+        cues = self.config.cues
+        runner = self.extractor.runner
+        if not cues.keyword_spotting:
+            return {'help_detector': 'off', 'help_engine': '', 'help_model': '',
+                    'help_model_path': ''}
+        detector = runner.detector if runner is not None else None
+        engine = (cues.whisper_engine if cues.help_detector == 'whisper' else 'pocketsphinx')
+        model = detector.model_id if detector is not None else (
+            cues.whisper_model if cues.help_detector == 'whisper' else 'en-us')
+        return {'help_detector': cues.help_detector, 'help_engine': engine,
+                'help_model': model or 'en-us',
+                'help_model_path': getattr(detector, 'model_path', '') or ''}
 
     def _input_type(self) -> type:
         if self.config.audio_msg_type == 'emotion_ros':
@@ -189,7 +212,8 @@ class AudioNode(Node):
             'cues_published': self._cues, 'help_detections': self._helps,
             'chunks_dropped': self._dropped, 'processing_ms_per_chunk': self._proc_ms,
             'queue_length': len(self._queue),
-            'help_detector': runner.detector.name if runner is not None else 'off',
+            **self._detector_info,
+            'help_detector_error': ex.detector_error,
             'utterances': ex.utterances, 'utterances_decoded': ex.utterances_decoded,
             'transcripts_published': self._transcripts,
             'decode_errors': ex.decode_errors, 'decode_timeouts': ex.decode_timeouts,
@@ -198,7 +222,11 @@ class AudioNode(Node):
             'since_decoded_while_voiced_s': pending,
         }
         level, message = DiagnosticStatus.OK, 'ok'
-        if runner is not None:
+        if ex.detector_error:
+            level, message = DiagnosticStatus.ERROR, (
+                f'help detector not loaded, calls for help are not detected: '
+                f'{ex.detector_error}')
+        elif runner is not None:
             timeout = self.config.cues.detector_timeout_s
             # Voice can legitimately wait for a decode as long as the longest
             # utterance plus its hangover; beyond that the detector is not answering.
