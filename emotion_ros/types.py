@@ -111,6 +111,8 @@ class PersonEstimate:
     camera: str = ''
     evidence_weight: float = 1.0
     position: Optional[Position] = None
+    #: Clothing colour descriptor (emotion_ros.perception.appearance); empty when unknown.
+    appearance: Tuple[float, ...] = ()
 
 
 @dataclasses.dataclass

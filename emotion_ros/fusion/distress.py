@@ -41,14 +41,16 @@ Time
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from emotion_ros.config.schema import field
 from emotion_ros.llm.contract import CATEGORY_INDEX, DISTRESS_CATEGORIES, vad_to_word
 from emotion_ros.errors import ConfigError
+from emotion_ros.perception.appearance import blend, similarity
 from emotion_ros.fusion.incidents import (ACKNOWLEDGED, apply_command, COMMANDS, CONFIRMED,
                                           ESCALATED, Incident, NEW, PHASE_CONFIRMED,
                                           PHASE_REJECTED, REJECTED, RESOLVED, STALE, TimeGuard,
@@ -180,6 +182,20 @@ class FusionConfig:
     region_match: float = field(
         0.35, 'Same image region: box centres closer than this fraction of the image width.',
         min=0.0, max=1.0)
+    reid_reject_similarity: float = field(
+        0.7, 'Re-identification: a returning person whose clothing colours '
+        '(perception.appearance similarity, 0-1) match an incident less than this is someone '
+        'else. Tuned on the dev people of bench_incidents --reid (lowest same-person value '
+        'under exposure and scale changes 0.75).', min=0.0, max=1.0)
+    reid_margin: float = field(
+        0.03, 'Re-identification: another person recently seen there who is out of view now '
+        'and looks at least this similar (similarity within this margin) makes the match '
+        'unsure: a new incident is opened and linked to the earlier one instead.',
+        min=0.0, max=1.0)
+    reid_memory_s: float = field(
+        60.0, 'Re-identification: how long who stood where (box, 3D point, clothing) is '
+        'remembered after a person left the view, so that a returning look-alike makes a '
+        'match unsure rather than wrong.', min=0.0)
     track_timeout_s: float = field(
         5.0, 'Forget a track after this long without estimates.', positive=True)
     stale_after_s: float = field(
@@ -239,6 +255,8 @@ class _Track:
     width: int = 0
     incident: Optional[int] = None
     face_t: float = -math.inf
+    #: Incidents re-identification could neither match nor rule out (linked if one opens).
+    unsure: Set[int] = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass
@@ -266,6 +284,8 @@ class DistressFusion:
         self._weights = np.asarray(config.category_weights, dtype=np.float32)
         self.clock = TimeGuard(config.clock_step_tolerance_s, config.max_future_s)
         self._tracks: Dict[Tuple[str, int], _Track] = {}
+        #: Tracks forgotten (track_timeout_s) but seen within reid_memory_s: who stood where.
+        self._departed: Dict[Tuple[str, int], _Track] = {}
         self._audio: Dict[str, _Audio] = {}
         self._incidents: Dict[int, Incident] = {}
         self._next_id = 1
@@ -273,7 +293,8 @@ class DistressFusion:
         self._clock = -math.inf  # the receiver's clock, as told by command() and idle()
         self.changed = False  # set whenever an incident's state, level or evidence changed
         self.counters: Dict[str, int] = {'incidents_created': 0, 'alerts': 0,
-                                         'suppressed_rejected': 0, 'commands_accepted': 0}
+                                         'suppressed_rejected': 0, 'commands_accepted': 0,
+                                         'reid_unsure': 0}
         #: Refused operator commands by kind (unknown_action, unknown_incident, transition).
         self.refusals: Dict[str, int] = {}
 
@@ -401,6 +422,11 @@ class DistressFusion:
             if track.incident is None and track.score >= cfg.watch_threshold:
                 incident = self._create(t, frame.stamp, frame.frame_id)
                 self._link(track, incident)
+                # Re-identification was unsure: the new incident and the earlier one(s)
+                # this person may be point at each other (an operator decides).
+                for other_id in track.unsure & set(self._incidents):
+                    incident.related_ids.add(other_id)
+                    self._incidents[other_id].related_ids.add(incident.id)
             if track.incident is not None:
                 incident = self._incidents[track.incident]
                 self._add_person(incident, track, t)
@@ -628,20 +654,35 @@ class DistressFusion:
         return [alert] if alert else []
 
     def _associate(self, track: _Track, t: float, in_frame=frozenset()) -> Optional[Incident]:
-        """The open incident this (new) track's person belongs to, if any."""
+        """The open incident this (new) track's person belongs to, if any.
+
+        Re-identification, in order: a track that was in view of this camera while an
+        incident's person was is someone else; clothing colours that differ
+        (``reid_reject_similarity``) rule an incident out; then 3D position, or the same
+        image region within ``reacquire_s``, must agree. A match that another person,
+        seen there recently and out of view now, could equally be (``reid_margin``) is
+        unsure: no incident is joined, and the one this track may open is linked to it
+        (``track.unsure``).
+        """
         cfg = self.config
         camera = track.key[0]
         person = track.person
         pos = person.position if person is not None else None
+        look = person.appearance if person is not None else ()
         best: Tuple[float, Optional[Incident]] = (math.inf, None)
         for incident in self._incidents.values():
-            if not incident.open:
-                continue
+            if not incident.open or incident.id in track.unsure:
+                continue  # closed, or once unsure always unsure (the rival may be forgotten)
             # Someone else this camera sees right now (in this frame, or within 0.5 s) is a
             # different person.
-            if any(k[0] == camera and k != track.key and (k in in_frame or (
-                    k in self._tracks and self._tracks[k].seen_t >= t - 0.5))
-                   for k in incident.tracks):
+            if self._in_view(incident, track, t, in_frame):
+                continue
+            # So is a track that was already in view while this camera saw the incident's
+            # person (the bystander who stayed when the person in distress left).
+            if camera in incident.last_box and track.first_t <= incident.last_box[camera][0]:
+                continue
+            sim = similarity(look, incident.appearance)
+            if sim is not None and sim < cfg.reid_reject_similarity:
                 continue
             cost = math.inf
             ipos = incident.position
@@ -653,16 +694,56 @@ class DistressFusion:
             elif camera in incident.last_box and person is not None:
                 seen_t, box, width = incident.last_box[camera]
                 if t - seen_t <= cfg.reacquire_s and width > 0:
-                    cx, cx0 = (person.box[0] + person.box[2]) / 2, (box[0] + box[2]) / 2
-                    cy, cy0 = (person.box[1] + person.box[3]) / 2, (box[1] + box[3]) / 2
-                    offset = math.hypot(cx - cx0, cy - cy0) / width
+                    offset = _centre_offset(person.box, box, width)
                     if offset <= cfg.region_match:
                         cost = 1.0 + offset / max(cfg.region_match, 1e-6)
             elif incident.audio_only and t - incident.last_seen_t <= cfg.audio_person_join_s:
                 cost = 2.5
+            if math.isfinite(cost) and (
+                    self._rival(track, incident, sim, t, in_frame)
+                    or any(self._in_view(self._incidents[r], track, t, in_frame)
+                           for r in incident.related_ids if r in self._incidents)):
+                # Someone else could be this track, or the person of this incident may be
+                # the one of a linked incident who is in view now.
+                track.unsure.add(incident.id)
+                self.counters['reid_unsure'] += 1
+                continue
             if cost < best[0]:
                 best = (cost, incident)
         return best[1]
+
+    def _in_view(self, incident: Incident, track: _Track, t: float, in_frame) -> bool:
+        """Is a track of ``incident`` (other than ``track``) seen by its camera right now?"""
+        camera = track.key[0]
+        return any(k[0] == camera and k != track.key and (k in in_frame or (
+            k in self._tracks and self._tracks[k].seen_t >= t - 0.5)) for k in incident.tracks)
+
+    def _rival(self, track: _Track, incident: Incident, sim: Optional[float], t: float,
+               in_frame) -> bool:
+        """Could another person, seen where the incident's person was, be this track?"""
+        cfg = self.config
+        camera = track.key[0]
+        person = track.person
+        if person is None:
+            return False
+        for key, other in itertools.chain(self._tracks.items(), self._departed.items()):
+            if (key[0] != camera or key == track.key or key in incident.tracks
+                    or key in in_frame or other.person is None or other.width <= 0
+                    or other.seen_t >= t - 0.5 or t - other.seen_t > cfg.reid_memory_s):
+                continue  # in view now (so not this track), or long gone, or another camera
+            if other.incident is not None and other.incident != incident.id:
+                continue  # already someone else's incident: that one competes on its own
+            near = _centre_offset(person.box, other.person.box, other.width) <= cfg.region_match
+            p, q = person.position, other.person.position
+            if (p is not None and q is not None and p.has_point and q.has_point
+                    and p.frame_id == q.frame_id):
+                near = near or math.dist(p.xyz, q.xyz) <= cfg.association_distance_m
+            if not near:
+                continue
+            other_sim = similarity(person.appearance, other.person.appearance)
+            if other_sim is None or sim is None or other_sim >= sim - cfg.reid_margin:
+                return True
+        return False
 
     def _link(self, track: _Track, incident: Incident) -> None:
         if track.key not in incident.tracks and incident.tracks:
@@ -689,6 +770,8 @@ class DistressFusion:
         incident.person = person
         incident.person_stamp, incident.person_frame_id = track.stamp, track.frame_id
         incident.last_box[track.key[0]] = (t, tuple(person.box), track.width)
+        if person.appearance:
+            incident.appearance = blend(incident.appearance, person.appearance)
         if person.position is not None and (
                 incident.position is None or person.position.has_point
                 or not incident.position.has_point):
@@ -826,7 +909,10 @@ class DistressFusion:
     def _housekeeping(self, t: float) -> None:
         cfg = self.config
         for key in [k for k, tr in self._tracks.items() if t - tr.seen_t > cfg.track_timeout_s]:
-            del self._tracks[key]
+            # Who was seen where stays known for reid_memory_s (re-identification's rivals).
+            self._departed[key] = self._tracks.pop(key)
+        for key in [k for k, tr in self._departed.items() if t - tr.seen_t > cfg.reid_memory_s]:
+            del self._departed[key]
         for incident in list(self._incidents.values()):
             if incident.level == 0 and t - incident.last_seen_t > cfg.audio_attach_s:
                 # A candidate that never reached WATCH (e.g. a short scream): no incident.
@@ -879,6 +965,13 @@ class DistressFusion:
         """A camera's clock stepped back: its tracks start over (incidents stay)."""
         for key in [k for k in self._tracks if k[0] == camera]:
             del self._tracks[key]
+        for key in [k for k in self._departed if k[0] == camera]:
+            del self._departed[key]
+
+
+def _centre_offset(a, b, width: float) -> float:
+    """Distance between two boxes' centres, as a fraction of the image width."""
+    return math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2) / width
 
 
 def _camera_of(frame: FrameResult) -> str:

@@ -178,6 +178,10 @@ class Incident:
     position: Optional[Position] = None
     cameras: Set[str] = dataclasses.field(default_factory=set)
     tracks: Set[Tuple[str, int]] = dataclasses.field(default_factory=set)
+    #: Running clothing descriptor of the person (re-identification); empty when unknown.
+    appearance: Tuple[float, ...] = ()
+    #: Incidents that may be the same person (re-identification was unsure).
+    related_ids: Set[int] = dataclasses.field(default_factory=set)
     help_heard: bool = False
     acknowledged: bool = False
     confirmed: bool = False

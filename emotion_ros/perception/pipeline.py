@@ -25,6 +25,7 @@ from emotion_ros.config.schema import field
 from emotion_ros.perception.detectors.base import DetectorConfig, PersonDetector
 from emotion_ros.perception.detectors.factory import create_detector
 from emotion_ros.errors import EmotionRosError
+from emotion_ros.perception.appearance import describe
 from emotion_ros.perception.image_codec import crop, encode_jpeg
 from emotion_ros.perception.localization import CameraModel, LocalizationConfig, locate
 from emotion_ros.perception.tracking import PersonTracker, TrackerConfig
@@ -150,7 +151,8 @@ class PerceptionPipeline:
                     track_id=track.track_id, box=box,
                     detection_confidence=float(track.score), emotion=output,
                     model_id=self.backend.model_id, crop_jpeg=thumb, camera=camera,
-                    evidence_weight=self.backend.visual_evidence_weight, position=position))
+                    evidence_weight=self.backend.visual_evidence_weight, position=position,
+                    appearance=describe(rgb, box)))
             timings['detect'] = (t1 - t0) * 1e3
             timings['track'] = (t2 - t1) * 1e3
             timings['emotion'] = (t3 - t2) * 1e3

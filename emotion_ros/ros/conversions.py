@@ -72,6 +72,7 @@ def person_to_msg(person: PersonEstimate, header: Header) -> PersonEmotion:
     msg.track_id = int(person.track_id)
     msg.camera = person.camera
     msg.evidence_weight = float(person.evidence_weight)
+    msg.appearance = [float(v) for v in person.appearance]
     if person.position is not None:
         msg.has_position = True
         msg.position = position_to_msg(person.position, header.stamp)
@@ -141,7 +142,9 @@ def msg_to_person(msg: PersonEmotion) -> PersonEstimate:
                           model_id=msg.model_id, crop_jpeg=bytes(msg.crop.data),
                           camera=msg.camera,
                           evidence_weight=weight if math.isfinite(weight) and weight > 0 else 0.0,
-                          position=msg_to_position(msg.position) if msg.has_position else None)
+                          position=msg_to_position(msg.position) if msg.has_position else None,
+                          appearance=tuple(float(v) for v in msg.appearance
+                                           if math.isfinite(v)))
 
 
 def msg_to_frame(msg: PersonEmotionArray) -> FrameResult:
@@ -276,7 +279,8 @@ def incident_to_msg(incident) -> Incident:
                    resolution=incident.resolution, alert_count=int(incident.alerts),
                    cameras=sorted(incident.cameras), tracks=incident.track_names,
                    help_heard=incident.help_heard,
-                   history=[history_entry_to_msg(e) for e in incident.history])
+                   history=[history_entry_to_msg(e) for e in incident.history],
+                   related_incident_ids=sorted(int(i) for i in incident.related_ids))
     if incident.position is not None:
         stamp = incident.person_stamp if math.isfinite(incident.person_stamp) else \
             incident.stamp
