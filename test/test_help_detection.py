@@ -144,6 +144,19 @@ def _stream(voice, offsets_rng, n_calls=24):
     return (audio + noise).astype(np.float32), places
 
 
+_STREAM_RUNS = {}
+
+
+def _stream_run(voice):
+    """``_stream(voice, seed 7)`` pushed whole through a fresh extractor: (audio, places,
+    transcripts, cues). Computed once per voice: the two long-stream tests check different
+    properties of the same run (under xdist they share a group, see test/conftest.py)."""
+    if voice not in _STREAM_RUNS:
+        audio, places = _stream(voice, np.random.default_rng(7))
+        _STREAM_RUNS[voice] = (audio, places, *run(config(), audio))
+    return _STREAM_RUNS[voice]
+
+
 def _answers(transcripts, p, t0):
     """Help decisions of the utterances that start within placement ``p`` (stream seconds)."""
     return [(round(t.start - t0 - p.start, 3), t.help_detected, t.help_phrase)
@@ -159,9 +172,8 @@ def test_the_answer_to_a_call_does_not_depend_on_where_it_falls(voice):
     speech and silence between, no reset: at every offset the call gets the answer
     (utterances, help flag, phrase) it gets when only a short excerpt around it is fed to a
     fresh extractor, so nothing earlier in the stream changes what is heard."""
-    audio, places = _stream(voice, np.random.default_rng(7))
+    audio, places, transcripts, cues = _stream_run(voice)
     assert audio.size / RATE > 120
-    transcripts, cues = run(config(), audio)
     calls = [p for p in places if p.kind == 'call']
     assert len(calls) == 24
     for p in calls:
@@ -184,8 +196,7 @@ def test_the_answer_to_a_call_does_not_depend_on_where_it_falls(voice):
 def test_every_call_in_a_long_stream_is_detected_at_its_place(voice):
     """Every one of 24 placements of the same call in a long stream is detected, stamped
     within 0.35 s of the call's start."""
-    audio, places = _stream(voice, np.random.default_rng(7))
-    transcripts, _ = run(config(), audio)
+    audio, places, transcripts, _ = _stream_run(voice)
     for p in [p for p in places if p.kind == 'call']:
         heard = [t for t in transcripts if t.help_detected
                  and p.start - 0.35 <= t.start - 100.0 <= p.end]
