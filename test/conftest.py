@@ -15,7 +15,7 @@ independent groups, and the longest groups are handed out first (``HEAVY_FIRST``
 Torch and BLAS threads are divided between the workers (OMP_NUM_THREADS, unless set).
 
 Quick subset: ``-m 'not slow'`` (``make test-quick``) leaves out the tests in ``SLOW``
-(each over about 5 s alone on a 2-core machine).
+(each over about 4 s on an idle 2-core machine).
 
 Skips: a test skipped for a missing dependency fails the run (test/skip_policy.py
 lists the intended skips, e.g. GPU-only tests).
@@ -81,29 +81,59 @@ SPLIT_GROUPS = {'test_help_detection.py'}
 #: Groups handed to the xdist workers first, longest first (measured, 2-core machine), so
 #: that no long group starts last and runs alone while the other worker idles.
 HEAVY_FIRST = [
-    'test_audio_visual_training.py',
+    'test_audio_visual_training.py',        # 240 CPU s: one training run + evaluations
+    'test_training_e2e.py',                 # 145 CPU s: one training run + resume
+    'test_help_detection.py[flite:awb]',    # ~75 CPU s each: a long stream + 24 excerpts
     'test_help_detection.py[flite:slt]',
-    'test_help_detection.py[flite:awb]',
     'test_help_detection.py[en-gb]',
     'test_help_detection.py[en+f3]',
-    'test_demo.py',
-    'test_training_e2e.py',
-    'test_perception_health.py',
-    'test_incidents_ros.py',
-    'test_microphone_node.py',
-    'test_audio_visual_robot.py',
-    'test_evaluation_live.py',
     'test_help_detection.py',
+    'test_demo.py',
+    'test_perception_health.py',
+    'test_audio_visual_robot.py',
+    'test_evaluation.py',
+    'test_incidents_ros.py',
+    'test_e2e_graph.py',
+    'test_evaluation_live.py',
+    'test_training_distributed.py',
+    'test_microphone_node.py',
+    'test_bad_input.py',
     'test_whisper_backend.py',
 ]
 #: Tests left out of the quick subset (``-m 'not slow'``, ``make test-quick``): each
-#: takes over about 5 s alone on a 2-core machine (module name, or module::test name).
+#: took over 6 s in a full run on a busy 2-core machine (about 4 s on an idle one).
+#: A module name marks all its tests (its module fixture is the slow part).
 SLOW = {
     'test_audio_visual_training.py', 'test_training_e2e.py', 'test_demo.py',
-    'test_help_detection.py::test_the_answer_to_a_call_does_not_depend_on_where_it_falls',
+    'test_audio_common_input.py::test_audio_common_input_gives_cues',
+    'test_audio_node_health.py::test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics',
+    'test_audio_visual_robot.py::test_perception_node_hears_the_nearest_person_through_topics',
+    'test_bad_input.py::test_audio_node_survives_bad_audio',
+    'test_bad_input.py::test_invalid_parameters_are_rejected_by_name',
+    'test_bad_input.py::test_perception_node_survives_bad_images',
+    'test_e2e_graph.py::test_camera_and_call_for_help_give_tracked_estimates_and_an_audio_alert',
+    'test_e2e_graph.py::test_microphone_wav_source_gives_audio_only_alert',
+    'test_evaluation.py::test_scripted_scenario_with_the_real_pipeline',
+    'test_evaluation_live.py::test_live_graph_agrees_with_offline',
+    'test_evaluation_transcripts.py::'
+    'test_evaluate_writes_transcripts_and_the_report_lists_the_calls_heard',
+    'test_help_detection.py::test_detector_answer_depends_only_on_the_utterance',
     'test_help_detection.py::test_every_call_in_a_long_stream_is_detected_at_its_place',
     'test_help_detection.py::test_near_miss_sentences_are_not_a_call_for_help',
+    'test_help_detection.py::test_the_answer_to_a_call_does_not_depend_on_where_it_falls',
     'test_help_detection.py::test_transcripts_do_not_depend_on_chunking',
+    'test_incident_evaluation.py::test_evaluate_scores_incidents_on_a_bag_with_depth',
+    'test_incidents_ros.py::test_alert_monitor_shows_and_acknowledges_incidents',
+    'test_large_frames.py::test_4k_rgb8_frames_all_arrive',
+    'test_microphone_node.py::test_dead_capture_is_reported_and_restarted',
+    'test_microphone_node.py::'
+    'test_wav_plays_from_its_first_sample_once_enough_listeners_are_matched',
+    'test_perception_health.py::test_failing_explanations_do_not_stop_estimates',
+    'test_perception_health.py::test_missing_package_in_configure_is_reported_with_the_pip_name',
+    'test_perception_health.py::test_runtime_parameters_take_effect_or_are_refused',
+    'test_perception_llava.py::test_llava_backend_in_perception_node',
+    'test_training_distributed.py::test_two_cpu_processes_train_one_model',
+    'test_whisper_backend.py::test_whisper_backend_through_a_real_audio_node',
 }
 
 
