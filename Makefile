@@ -1,5 +1,5 @@
 # emotion_ros: the two commands a newcomer runs (see README.md).
-.PHONY: setup demo test bench params clean
+.PHONY: setup demo test test-quick bench params clean
 
 setup:
 	bash tools/setup_env.sh
@@ -9,6 +9,10 @@ demo: setup
 
 test: setup
 	bash tools/run_tests.sh
+
+# The suite without the tests marked slow (test/conftest.py SLOW): a check while developing.
+test-quick: setup
+	bash tools/run_tests.sh -m 'not slow'
 
 bench: setup
 	bash tools/run_benchmarks.sh

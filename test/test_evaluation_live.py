@@ -62,7 +62,7 @@ def test_live_graph_agrees_with_offline(tmp_path):
     # The live path was measured: frames went through the nodes with a latency.
     p = metrics['performance']
     assert p['frames_processed'] > 10 and p['images_read'] == 6 * FPS
-    assert 0 < p['stages_ms']['frame_latency']['median'] < 2000
+    assert p['stages_ms']['frame_latency']['median'] > 0  # how long: benchmarks, not here
     assert metrics['detection']['recall'] > 0.8
     assert 'Live vs offline' in (out / 'report.md').read_text()
     assert {p.name for p in (out / 'logs').iterdir()} == {
