@@ -113,14 +113,23 @@ def setup_evaluate(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``emotion-ros evaluate``."""
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.epilog = ('Writes metrics.json, report.md, plots and the raw records (frames, '
-                     'cues, alerts, scores as JSON lines) to --out. See docs/evaluation.md.')
-    parser.add_argument('bag', nargs='?', help='rosbag2 folder (or .db3/.mcap file)')
+                     'cues, alerts, scores as JSON lines) to --out. Several bags (paths, a '
+                     "folder of bags, or a quoted pattern such as 'missions/*.mcap') are "
+                     'evaluated in parallel (--jobs), each into its own subfolder of --out, '
+                     'with one summary table across them (summary.md, summary.json, '
+                     'summary.csv); the exit status is 1 if any bag failed. Frames are '
+                     'processed at the live rate (perception.max_rate_hz: what the robot '
+                     'would do) unless --every-frame (for scoring). See docs/evaluation.md.')
+    parser.add_argument('bag', nargs='*', metavar='BAG',
+                        help='rosbag2 folder (or .db3/.mcap file); several bags, a folder '
+                        'holding bags, or a pattern (quoted or not) evaluate each bag')
     parser.add_argument('--labels', help='labels file (YAML/JSON); default: labels.yaml or '
-                        'labels.json inside the bag folder')
+                        'labels.json inside the bag folder (for a .db3/.mcap file: '
+                        '<name>.labels.yaml beside it); with several bags each has its own')
     parser.add_argument('--config', default=None,
                         help='robot parameters file the nodes use (default: config/robot.yaml)')
     parser.add_argument('--out', help='output folder (must not exist or be empty); default: '
-                        'eval-<bag name>')
+                        'eval-<bag name> (several bags: eval-<folder name>, or eval-bags)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a previous evaluation in --out')
     parser.add_argument('--image-topic', default='',
@@ -134,6 +143,13 @@ def setup_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--stamp-source', choices=('auto', 'header', 'log'), default='auto',
                         help='clock for the pipeline: message header stamps, bag receive times, '
                         'or header unless it is far from receive time')
+    parser.add_argument('--every-frame', action='store_true',
+                        help='process every frame of the bag (for scoring; faster than the '
+                        'robot could) instead of the live rate perception.max_rate_hz of the '
+                        'config (what the robot would do); the report states which')
+    parser.add_argument('--jobs', type=int, default=0, metavar='N',
+                        help='several bags: evaluate N at a time, one worker process each '
+                        '(0: one per CPU core, at most one per bag)')
     group = parser.add_argument_group('scoring (see docs/evaluation.md)')
     group.add_argument('--iou', type=float, default=None,
                        help='IoU to match a predicted person to a labelled one (default 0.3)')
@@ -172,11 +188,8 @@ def _eval_config(args: argparse.Namespace) -> object:
 
 
 def _default_labels(bag: Path) -> Optional[Path]:
-    if bag.is_dir():
-        for name in ('labels.yaml', 'labels.yml', 'labels.json'):
-            if (bag / name).is_file():
-                return bag / name
-    return None
+    from emotion_ros.evaluation.batch import find_labels
+    return find_labels(bag)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -192,19 +205,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if not args.bag:
             raise InputError('no bag given (emotion-ros evaluate BAG --labels FILE ...)',
                              kind='option')
-        bag = Path(args.bag)
-        labels = Path(args.labels) if args.labels else _default_labels(bag)
-        if labels is None:
-            raise InputError(f'no --labels given and no labels.yaml/labels.json in {bag}',
-                             kind='labels')
-        out = Path(args.out) if args.out else Path(f'eval-{bag.resolve().name}')
+        if args.every_frame and args.live:
+            raise InputError('--every-frame applies to the offline pipeline; --live plays the '
+                             'bag into the node graph, which runs at its own rate',
+                             kind='option')
+        from emotion_ros.evaluation.batch import expand_bags
+        bags, several = expand_bags(args.bag)
         config = args.config or default_config_path()
         from emotion_ros.evaluation.runner import RunOptions
         options = RunOptions(image_topic=args.image_topic, audio_topic=args.audio_topic,
                              start_s=args.start, duration_s=args.duration,
                              stamp_source=args.stamp_source, overwrite=args.overwrite,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, every_frame=args.every_frame)
         eval_config = _eval_config(args)
+        if several:
+            return _evaluate_several(args, bags, config, eval_config, options)
+        bag = bags[0]
+        labels = Path(args.labels) if args.labels else _default_labels(bag)
+        if labels is None:
+            raise InputError(f'no --labels given and no labels.yaml/labels.json in {bag}',
+                             kind='labels')
+        out = Path(args.out) if args.out else Path(f'eval-{bag.resolve().name}')
         if args.live:
             from emotion_ros.evaluation.live import evaluate_live, LiveOptions
             metrics = evaluate_live(bag, labels, config, out, eval_config, options,
@@ -225,6 +246,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
                   f"offline only, {len(comparison['live_only'])} live only, tolerance "
                   f"{comparison['tolerance_s']:.2f} s)")
     return 0
+
+
+def _evaluate_several(args: argparse.Namespace, bags: List[Path], config: str,
+                      eval_config: object, options: object) -> int:
+    """``emotion-ros evaluate`` with several bags: parallel workers, one summary."""
+    from emotion_ros.errors import InputError
+    from emotion_ros.evaluation.batch import evaluate_many, SUMMARY_MD
+    if args.live:
+        raise InputError('--live evaluates one bag at a time (it starts the node graph); '
+                         f'{len(bags)} bags given', kind='option')
+    if args.labels and len(bags) > 1:
+        raise InputError(f'--labels names one labels file but {len(bags)} bags are given; '
+                         'each bag is scored against its own labels (labels.yaml in the bag '
+                         'folder, or <name>.labels.yaml beside a .db3/.mcap file)',
+                         kind='option')
+    if args.out:
+        out = Path(args.out)
+    else:
+        folders = [Path(b) for b in args.bag if Path(b).is_dir()]
+        out = Path(f'eval-{folders[0].resolve().name}' if len(args.bag) == 1 and folders
+                   else 'eval-bags')
+    summary = evaluate_many(bags, config, out, eval_config, options, jobs=args.jobs,
+                            labels=args.labels, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print((out / SUMMARY_MD).read_text(encoding='utf-8'))
+    print(f'results in {out} ({summary["complete"]} of {len(bags)} bags complete, '
+          f'{summary["failed"]} failed)', file=sys.stderr)
+    return 1 if summary['failed'] or summary['pending'] else 0
 
 
 # ----------------------------------------------------------------- make-bag

@@ -44,7 +44,7 @@ def summary_rows(metrics: Dict[str, Any]) -> List[Tuple[str, str]]:
     p = metrics.get('performance', {})
     tta = d.get('time_to_alert_s', {})
     vad = e.get('vad_mae', {})
-    return [
+    rows = [
         ('status', str(metrics.get('status'))),
         ('episodes detected', f"{d.get('detected', 0)} / {d.get('episodes', 0)}"),
         ('episode recall', _fmt(d.get('recall'))),
@@ -63,6 +63,10 @@ def summary_rows(metrics: Dict[str, Any]) -> List[Tuple[str, str]]:
         ('speed', f"{_fmt(p.get('realtime_factor'), 1)}x real time, "
                   f"{_fmt(p.get('images_read_per_s'), 1)} frames/s"),
     ]
+    rate = metrics.get('rate')
+    if rate:  # which frames were processed: the robot's rate, or every frame
+        rows.insert(1, ('frames', str(rate.get('description'))))
+    return rows
 
 
 def format_summary(metrics: Dict[str, Any]) -> str:
@@ -257,6 +261,14 @@ def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Sco
                   f"`{run['config']}`, mode {run.get('mode', 'offline')}. "
                   f"Topics: camera `{run['topics']['image']}`, audio "
                   f"`{run['topics']['audio']}`.", '']
+    rate = metrics.get('rate')
+    if rate:
+        lines += [f"Frames: **{rate.get('description')}**"
+                  + (' (each frame the bag holds is processed; the robot processes at most '
+                     'perception.max_rate_hz per second, so alerts and speed may differ from '
+                     "the robot's)" if rate.get('mode') == 'every_frame' else
+                     ' (at most perception.max_rate_hz frames per second of bag time are '
+                     'processed, as on the robot; the others are skipped)') + '.', '']
     if not metrics.get('complete'):
         lines += [f"> **Partial results** (status: {metrics.get('status')}): "
                   f"{metrics.get('error') or 'the run did not finish'}. Only "
@@ -322,7 +334,9 @@ def write_report(out: Path, metrics: Dict[str, Any], labels: Labels, scorer: Sco
               f"time) after {_fmt(perf.get('model_load_s'), 1)} s of model loading; "
               f"{perf.get('images_read', 0)} camera frames read "
               f"({_fmt(perf.get('input_fps'), 1)} fps in the bag), "
-              f"{perf.get('frames_processed', 0)} processed (rate limit as on the robot).", '']
+              f"{perf.get('frames_processed', 0)} processed ("
+              + (str(metrics['rate'].get('description')) if metrics.get('rate')
+                 else 'rate limit as on the robot') + ').', '']
     stages = perf.get('stages_ms', {})
     rows = [[k, str(v.get('count')), _fmt(v.get('mean'), 2), _fmt(v.get('median'), 2),
              _fmt(v.get('p95'), 2), _fmt(v.get('max'), 2)] for k, v in stages.items()]

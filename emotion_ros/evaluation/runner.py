@@ -69,6 +69,28 @@ class RunOptions:
     raw_audio_format: Optional[RawAudioFormat] = None  # audio_common AudioData without AudioInfo
     overwrite: bool = False
     progress: bool = True
+    # False: the live rate (perception.max_rate_hz), what the robot would do; True: every
+    # frame the bag holds is processed (for scoring; faster than the robot could).
+    every_frame: bool = False
+
+
+def rate_mode(robot: Any, every_frame: bool) -> Dict[str, Any]:
+    """How frames are rate-limited in a run, as written into run.json, metrics and report."""
+    if every_frame:
+        return {'mode': 'every_frame', 'max_rate_hz': None,
+                'description': 'every frame: for scoring'}
+    hz = float(robot.perception.max_rate_hz)
+    return {'mode': 'live', 'max_rate_hz': hz,
+            'description': f'live rate {hz:g} Hz: what the robot would do'}
+
+
+def unlimited_rate(robot: Any) -> Any:
+    """A copy of the robot config whose perception processes every frame (no rate limit).
+
+    The pipeline's rate limiter gets a zero period (1 / inf), which lets every frame through.
+    """
+    perception = dataclasses.replace(robot.perception, max_rate_hz=math.inf)
+    return dataclasses.replace(robot, perception=perception)
 
 
 def default_pipeline(robot: Any) -> Any:
@@ -260,6 +282,7 @@ class EvaluationRun:
         self._use_log_time = options.stamp_source == 'log'
         self._clock_checked = options.stamp_source != 'auto'
         self._labels_text = b''
+        self.rate: Optional[Dict[str, Any]] = None  # rate_mode(), set by run()
 
     # ---------------------------------------------------------------- public
     def run(self) -> Dict[str, Any]:
@@ -282,6 +305,7 @@ class EvaluationRun:
         raw_format = self.options.raw_audio_format or RawAudioFormat(
             audio_node.audio_common_sample_rate, audio_node.audio_common_channels,
             audio_node.audio_common_sample_format)
+        self.rate = rate_mode(robot, self.options.every_frame)
         with BagReader(self.bag_path) as bag:
             info = bag.info
             labels = labels.resolve(info.start_s, info.duration_s,
@@ -289,6 +313,8 @@ class EvaluationRun:
             image_topic, audio_topic, info_topic = choose_topics(bag, labels, self.options)
             out = prepare_output_dir(self.out, self.options.overwrite)
             self._write_run_file(out, info, robot, image_topic, audio_topic, info_topic)
+            if self.options.every_frame:  # run.json keeps the configuration as read
+                robot = unlimited_rate(robot)
             self._write_progress(out, info, 'running')
             scorer = Scorer(labels, self.eval_config)
             try:
@@ -327,6 +353,7 @@ class EvaluationRun:
             'options': {k: v for k, v in dataclasses.asdict(self.options).items()
                         if k != 'raw_audio_format'},
             'eval_config': dataclasses.asdict(self.eval_config),
+            'rate': self.rate,
             'robot_config': _config_dict(robot),
             'versions': _versions(),
         })
@@ -540,7 +567,7 @@ class EvaluationRun:
                 error: Optional[str]) -> Dict[str, Any]:
         performance = self.stats.to_json(info.duration_s)
         return finish_report(out, labels, scorer, self._window(info, status), performance,
-                             status, error, mode='offline')
+                             status, error, mode='offline', rate=self.rate)
 
 
 def _config_dict(config: Any) -> Any:
@@ -561,12 +588,13 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 def finish_report(out: Path, labels: Labels, scorer: Scorer, window: Tuple[float, float],
                   performance: Dict[str, Any], status: str, error: Optional[str],
-                  mode: str) -> Dict[str, Any]:
+                  mode: str, rate: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Compute the metrics from a filled scorer, write metrics.json, report.md and plots.
 
     Args:
         window: the scored part of the bag (s from its start); episodes that
             start outside it are not counted, false alerts are per hour of it.
+        rate: the rate mode (:func:`rate_mode`), when known.
     """
     from emotion_ros.evaluation.report import write_report
     metrics: Dict[str, Any] = {
@@ -578,6 +606,8 @@ def finish_report(out: Path, labels: Labels, scorer: Scorer, window: Tuple[float
         'incidents': scorer.incident_metrics(window),
         'performance': performance,
     }
+    if rate is not None:
+        metrics['rate'] = rate
     _write_json(out / METRICS_FILE, metrics)
     try:
         write_report(out, metrics, labels, scorer)
@@ -633,7 +663,7 @@ def report_from_dir(out: PathLike) -> Dict[str, Any]:
         performance['bag_time_s'] = last_t
     return finish_report(out, labels, scorer, (float(window[0]), float(window[1])),
                          performance, status, progress.get('error'),
-                         mode=run.get('mode', 'offline'))
+                         mode=run.get('mode', 'offline'), rate=run.get('rate'))
 
 
 def evaluate(bag: PathLike, labels: PathLike, config: PathLike, out: PathLike,
@@ -645,7 +675,8 @@ def evaluate(bag: PathLike, labels: PathLike, config: PathLike, out: PathLike,
 
 
 __all__ = ['EvaluationRun', 'RunOptions', 'choose_topics', 'default_pipeline', 'evaluate',
-           'finish_report', 'prepare_output_dir', 'report_from_dir']
+           'finish_report', 'prepare_output_dir', 'rate_mode', 'report_from_dir',
+           'unlimited_rate']
 
 
 def camera_model_from_msg(msg: Any) -> Any:
