@@ -585,9 +585,10 @@ def evaluate_many(bags: Sequence[PathLike], config: PathLike, out: PathLike,
         while pending or running:
             while pending and len(running) < n_jobs:
                 job = pending.pop(0)
-                if job.labels is None:
+                if not job.bag.exists() or job.labels is None:
                     job.status = 'failed'
-                    job.error = (f'InputError: no labels for bag {job.bag}: no '
+                    job.error = (f'InputError: bag not found: {job.bag}' if not job.bag.exists()
+                                 else f'InputError: no labels for bag {job.bag}: no '
                                  f"{'/'.join(LABEL_NAMES)} in the bag folder"
                                  + (f' and no {job.bag.stem}.labels.yaml beside it'
                                     if job.bag.is_file() else '') + ' (or give --labels)')
