@@ -5,6 +5,8 @@
 * :mod:`~emotion_ros.evaluation.matching`: predicted-to-labelled matching by IoU;
 * :mod:`~emotion_ros.evaluation.scoring`: the metrics;
 * :mod:`~emotion_ros.evaluation.runner`: the offline replay (``emotion-ros evaluate``);
+* :mod:`~emotion_ros.evaluation.batch`: several bags in parallel worker processes, one
+  summary table across them;
 * :mod:`~emotion_ros.evaluation.live`: the same against the running node graph (``--live``);
 * :mod:`~emotion_ros.evaluation.report`: report.md, plots, summary table.
 
