@@ -451,13 +451,16 @@ def write_summary(out: Path, jobs: Sequence[BagJob], n_jobs: int, elapsed_s: flo
 
 
 # ------------------------------------------------------------------ the run
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_jobs(n_bags: int) -> int:
     """One worker per core this process may use, never more than there are bags."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, n_bags))
+    return max(1, min(_cores(), n_bags))
 
 
 class _Progress:
@@ -562,7 +565,7 @@ def evaluate_many(bags: Sequence[PathLike], config: PathLike, out: PathLike,
     stream = stream or sys.stderr
     bar = _Progress(len(items), progress, stream)
     context = multiprocessing.get_context('spawn')  # no forked copies of loaded models/threads
-    threads = str(max(1, (os.cpu_count() or 1) // n_jobs))
+    threads = str(max(1, _cores() // n_jobs))
     t_start = time.perf_counter()
     pending = list(items)
     running: Dict[Any, Tuple[BagJob, Any, Any, float]] = {}
