@@ -532,13 +532,14 @@ def evaluate_many(bags: Sequence[PathLike], config: PathLike, out: PathLike,
             ``summary.md``/``.json``/``.csv``; nothing is replaced without
             ``options.overwrite`` (see :func:`prepare_batch_dir`).
         eval_config, options: as for one bag (``options.progress`` is ignored: workers
-            show no bar; ``progress`` prints a line per finished bag instead).
+            show no bar).
         jobs: worker processes (0: one per core, at most one per bag).
         labels: one labels file for every bag; default: each bag's own
             (:func:`find_labels`); a bag without labels fails and is reported.
         pipeline_factory: as for one bag; must be picklable (a module-level function
             or class) since the workers are new processes.
-        stream: where progress lines go (default stderr).
+        progress: on a terminal, a line updated while bags run (how far each is).
+        stream: where that line and a line per finished bag (always) go (default stderr).
 
     Returns:
         The summary (also in ``summary.json``): ``bags`` (one row each), ``total``,
