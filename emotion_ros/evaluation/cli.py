@@ -148,8 +148,9 @@ def setup_evaluate(parser: argparse.ArgumentParser) -> None:
                         'robot could) instead of the live rate perception.max_rate_hz of the '
                         'config (what the robot would do); the report states which')
     parser.add_argument('--jobs', type=int, default=0, metavar='N',
-                        help='several bags: evaluate N at a time, one worker process each '
-                        '(0: one per CPU core, at most one per bag)')
+                        help='several bags: evaluate N at a time, one worker process each, '
+                        'each loading its own models (0: one per CPU core, at most one per '
+                        'bag; with a GPU backend use as many as fit in GPU memory)')
     group = parser.add_argument_group('scoring (see docs/evaluation.md)')
     group.add_argument('--iou', type=float, default=None,
                        help='IoU to match a predicted person to a labelled one (default 0.3)')
