@@ -29,6 +29,14 @@ class EmotionBackend(abc.ABC):
     #: thresholds; audio or corroborated evidence still can (docs/messages.md).
     visual_evidence_weight: float = 1.0
 
+    #: True when a person's output depends only on the pixels in and around their box
+    #: (the box widened by ``context_margin`` on each side): the perception pipeline may then
+    #: reuse it while those pixels do not change (``reuse.reuse_emotion``). False for
+    #: backends that also hear (audio_visual) or look at the whole image.
+    pixels_only: bool = False
+    #: See ``pixels_only`` (a fraction of the box's width/height).
+    context_margin: float = 0.1
+
     @abc.abstractmethod
     def load(self) -> None:
         """Load weights. Raises ModelLoadError naming what was missing or wrong."""

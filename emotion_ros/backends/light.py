@@ -172,6 +172,8 @@ class LightBackend(EmotionBackend):
     # weak_evidence_weight (0.6), and the fusion keeps weak visual evidence alone at WATCH or
     # below whatever its thresholds (fusion/distress.py); the weight also scales its score.
     visual_evidence_weight = 0.55
+    # The face is searched in the person box widened by box_margin (context_margin).
+    pixels_only = True
 
     def __init__(self, options: Optional[LightOptions] = None) -> None:
         """Keep the options; ``load()`` reads the models."""
@@ -184,14 +186,22 @@ class LightBackend(EmotionBackend):
         self._lock = threading.Lock()
         self._cat, self._vad = mapping_matrices()
         self._model_path: Optional[Path] = None
+        self._model_id = ''
         #: Time spent in the last ``estimate`` call, per stage (ms).
         self.last_timings_ms: Dict[str, float] = {}
 
     @property
     def model_id(self) -> str:
         """Backend and weights, e.g. 'light:facex-1.1.0+mediapipe-0.10.21'."""
+        if self._model_id:  # package metadata is read once (it parses files: ~0.5 ms)
+            return self._model_id
         custom = '' if not self.options.model_path else f'({Path(self.options.model_path).name})'
         return f'light:facex-{_version("facex")}{custom}+mediapipe-{_version("mediapipe")}'
+
+    @property
+    def context_margin(self) -> float:
+        """The person box is searched widened by this fraction (``box_margin``)."""
+        return float(self.options.box_margin)
 
     @property
     def loaded(self) -> bool:
@@ -246,6 +256,8 @@ class LightBackend(EmotionBackend):
         self._batch = 1
         self._faces = faces
         self._model_path = path
+        self._model_id = ''
+        self._model_id = self.model_id
         _LOG.info('light emotion backend loaded %s (%s)', path, self.model_id)
 
     def close(self) -> None:

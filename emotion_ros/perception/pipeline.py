@@ -1,13 +1,16 @@
 """The perception pipeline: one RGB frame -> tracked per-person emotion estimates.
 
 ``PerceptionPipeline`` runs decode -> detect -> track -> emotion backend (all
-persons of a frame in one batch) -> position; ``perception_node`` runs it live
+persons of a frame in one batch) -> position, skipping the detector on frames whose
+scene did not change and the emotion model for persons whose crop did not change
+(:mod:`emotion_ros.perception.reuse`, ``reuse.*``); ``perception_node`` runs it live
 and :class:`emotion_ros.pipeline.OfflinePipeline` runs it for the bag
 evaluation and the benchmarks. ``RateLimiter`` is the live node's frame-rate cap.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 import time
@@ -28,10 +31,12 @@ from emotion_ros.errors import EmotionRosError
 from emotion_ros.perception.appearance import describe
 from emotion_ros.perception.image_codec import crop, encode_jpeg
 from emotion_ros.perception.localization import CameraModel, LocalizationConfig, locate
+from emotion_ros.perception.reuse import (crop_thumbnail, EmotionCache, ReuseConfig,
+                                          SceneChangeGate)
 from emotion_ros.perception.tracking import PersonTracker, TrackerConfig
 from emotion_ros.types import FrameResult, PersonEstimate
 
-STAGES = ('decode', 'detect', 'track', 'emotion')
+STAGES = ('decode', 'detect', 'track', 'emotion', 'persons')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,8 @@ class PerceptionConfig:
                               max=512)
     localization: LocalizationConfig = field(LocalizationConfig(),
                                              'Person positions (CameraInfo, depth, tf2).')
+    reuse: ReuseConfig = field(ReuseConfig(), 'Work skipped on frames that did not change '
+                               '(detect on change, emotion reuse).')
 
 
 class PerceptionPipeline:
@@ -81,6 +88,9 @@ class PerceptionPipeline:
         self._loaded = False
         self._last: Optional[Tuple[np.ndarray, FrameResult]] = None
         self._lock = threading.Lock()
+        self.gate = SceneChangeGate(config.reuse)
+        self.emotions = EmotionCache(config.reuse)
+        self._model_id = ''
         # audio_visual backend only: crop buffers, latest voice/words, audio-only estimate.
         self.av_context = None
         self.audio_only_estimate = None
@@ -100,6 +110,9 @@ class PerceptionPipeline:
             raise
         make_context = getattr(self.backend, 'make_context', None)
         self.av_context = make_context() if callable(make_context) else None
+        self._model_id = self.backend.model_id
+        self.gate.reset()
+        self.emotions.reset()
         self._loaded = True
 
     def close(self) -> None:
@@ -108,6 +121,8 @@ class PerceptionPipeline:
             self.detector.close()
             self.backend.close()
             self.tracker.reset()
+            self.gate.reset()
+            self.emotions.reset()
             self._last = None
             self.av_context = None
             self.audio_only_estimate = None
@@ -131,18 +146,29 @@ class PerceptionPipeline:
         with self._lock:
             timings: Dict[str, float] = {}
             t0 = time.perf_counter()
-            detections = self.detector.detect(rgb)
+            run, thumb = self.gate.check(rgb, stamp)
+            if run:
+                detections = self.detector.detect(rgb)
+                self.gate.detected(thumb, stamp, detections)
+            else:
+                detections = self.gate.reused()
             t1 = time.perf_counter()
             tracks = self.tracker.update(detections, stamp)
             t2 = time.perf_counter()
             if self.av_context is not None:
                 self._give_av_context(rgb, tracks, stamp)
-            outputs = self.backend.estimate(rgb, [t.box for t in tracks]) if tracks else []
+            outputs, reused, pending = self._emotions(rgb, tracks, stamp)
             t3 = time.perf_counter()
             persons: List[PersonEstimate] = []
-            for track, output in zip(tracks, outputs):
-                thumb = self._thumbnail(rgb, track.box) if self.config.thumbnails else b''
+            model_id = self._model_id or self.backend.model_id
+            for track, output, entry in zip(tracks, outputs, reused):
                 box = tuple(float(v) for v in track.box)
+                if entry is not None:
+                    thumb_jpeg, appearance = entry['thumb'], entry['appearance']
+                else:
+                    thumb_jpeg = self._thumbnail(rgb, track.box) if self.config.thumbnails \
+                        else b''
+                    appearance = describe(rgb, box)
                 position = None
                 if camera_model is not None and self.config.localization.enabled:
                     position = locate(camera_model, box, (int(rgb.shape[1]), int(rgb.shape[0])),
@@ -150,23 +176,77 @@ class PerceptionPipeline:
                 persons.append(PersonEstimate(
                     track_id=track.track_id, box=box,
                     detection_confidence=float(track.score), emotion=output,
-                    model_id=self.backend.model_id, crop_jpeg=thumb, camera=camera,
+                    model_id=model_id, crop_jpeg=thumb_jpeg, camera=camera,
                     evidence_weight=self.backend.visual_evidence_weight, position=position,
-                    appearance=describe(rgb, box)))
+                    appearance=appearance))
+            t4 = time.perf_counter()
+            self._remember(tracks, persons, pending, stamp)
             timings['detect'] = (t1 - t0) * 1e3
             timings['track'] = (t2 - t1) * 1e3
             timings['emotion'] = (t3 - t2) * 1e3
+            timings['persons'] = (t4 - t3) * 1e3
             voice = None
             if self.audio_only_estimate is not None and not tracks:
                 voice = PersonEstimate(
                     track_id=0, box=(0.0, 0.0, 0.0, 0.0), detection_confidence=0.0,
-                    emotion=self.audio_only_estimate, model_id=self.backend.model_id,
+                    emotion=self.audio_only_estimate, model_id=model_id,
                     camera=camera, evidence_weight=self.backend.visual_evidence_weight)
             result = FrameResult(stamp=stamp, frame_id=frame_id, width=int(rgb.shape[1]),
                                  height=int(rgb.shape[0]), persons=persons, timings_ms=timings,
                                  camera=camera, voice=voice)
             self._last = (rgb, result)
             return result
+
+    @property
+    def reuses_emotions(self) -> bool:
+        """True when persons' emotions may be reused (``reuse.reuse_emotion`` and a backend
+        whose output depends on the person's pixels only)."""
+        return self.config.reuse.reuse_emotion and bool(
+            getattr(self.backend, 'pixels_only', False)) and self.av_context is None
+
+    def _emotions(self, rgb: np.ndarray, tracks: Sequence, stamp: float
+                  ) -> Tuple[List, List[Optional[Dict]], List]:
+        """Each track's emotion (the ones to score in one batch), the reused cache extras
+        (thumbnail, appearance; None: scored now) and what to store once the persons are
+        built (None: nothing)."""
+        none: List = [None] * len(tracks)
+        if not tracks:
+            return [], [], []
+        if not self.reuses_emotions:
+            return list(self.backend.estimate(rgb, [t.box for t in tracks])), none, none
+        margin = float(getattr(self.backend, 'context_margin', 0.1))
+        thumbs = [crop_thumbnail(rgb, t.box, margin) for t in tracks]
+        entries = [self.emotions.lookup(t.track_id, t.box, th, stamp)
+                   for t, th in zip(tracks, thumbs)]
+        todo = [i for i, e in enumerate(entries) if e is None]
+        fresh = list(self.backend.estimate(rgb, [tracks[i].box for i in todo])) if todo else []
+        outputs: List = [None] * len(tracks)
+        for i, out in zip(todo, fresh):
+            outputs[i] = out
+        reused: List[Optional[Dict]] = [None] * len(tracks)
+        for i, entry in enumerate(entries):
+            if entry is not None:
+                outputs[i] = copy.copy(entry.output)
+                reused[i] = entry.extras
+        self.emotions.scored += len(todo)
+        self.emotions.reused += len(tracks) - len(todo)
+        # Stored after the persons are built (their thumbnails and appearance go along).
+        scored = set(todo)
+        pending = [(thumbs[i], outputs[i]) if i in scored else None for i in range(len(tracks))]
+        return outputs, reused, pending
+
+    def _remember(self, tracks: Sequence, persons: Sequence[PersonEstimate], pending: List,
+                  stamp: float) -> None:
+        """Keep the newly scored persons' emotions for reuse; forget tracks not in view."""
+        if not self.reuses_emotions:
+            return
+        for track, person, item in zip(tracks, persons, pending):
+            if item is not None:
+                thumb, output = item
+                self.emotions.store(track.track_id, track.box, thumb, stamp, output,
+                                    {'thumb': person.crop_jpeg,
+                                     'appearance': person.appearance})
+        self.emotions.keep_only([t.track_id for t in tracks])
 
     def _give_av_context(self, rgb: np.ndarray, tracks: Sequence, stamp: float) -> None:
         """audio_visual: buffer crops, give each track its context; nobody seen: audio only."""
