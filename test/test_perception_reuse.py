@@ -36,12 +36,14 @@ def _skimage_photo(name):
 
 @pytest.fixture(scope='module')
 def media():
-    photos = {n: np.ascontiguousarray(cv2.imread(str(p))[:, :, ::-1])
-              for n, p in sample_images(('bus', 'zidane')).items() if n in ('bus', 'zidane')}
-    people = [photos['bus'][215:555, 10:140],  # the man in the coat
-              photos['bus'][230:520, 220:330],  # the man in the middle
-              photos['zidane'][40:700, 720:1120],  # Zidane
-              photos['zidane'][200:720, 90:600]]  # Ancelotti
+    paths = sample_images(('bus', 'zidane'))
+    bus = np.ascontiguousarray(cv2.resize(cv2.imread(str(paths['bus'])), (480, 640))[:, :, ::-1])
+    zidane = np.ascontiguousarray(cv2.imread(str(paths['zidane']))[:, :, ::-1])
+    # Around the faces the face finder reports in these photos.
+    people = [bus[215:555, 10:140],  # the man in the coat (face 68-97, 249-278)
+              bus[225:560, 120:220],  # the man behind him (face 156-184, 253-281)
+              zidane[40:720, 740:1180],  # Zidane (face 917-1074, 119-277)
+              zidane[260:720, 430:740]]  # Ancelotti (face 518-648, 294-424)
     return {'people': people, 'backgrounds': [_skimage_photo(b) for b in BACKGROUNDS]}
 
 
@@ -290,3 +292,83 @@ def test_pipeline_with_reuse_gives_the_every_frame_results(media):
     finally:
         fast.close()
         slow.close()
+
+
+def _write_mission_bag(tmp_path, media):
+    """A 10 s, 15 FPS labelled bag of noisy camera frames and a call for help at 3 s."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rosgraph import espeak_wav
+
+    from emotion_ros.evaluation.bagtools import make_bag, MakeBagOptions
+    rng = np.random.default_rng(5)
+    bg = media['backgrounds'][1]
+    man, zidane = media['people'][0], media['people'][2]
+    one, _ = _place(bg, man, 250, 100, 340)
+    moved, _ = _place(bg, man, 300, 110, 340)
+    two, box3 = _place(moved, zidane, 20, 60, 400)
+    # Hand-labelled: the man in the coat spans x 30-145, y 235-535 of bus.jpg (crop at 10, 215).
+    box1, box2 = [270, 120, 380, 420], [320, 130, 430, 430]
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    fps, seconds = 15, 10.0
+    for k in range(int(fps * seconds)):
+        t = k / fps
+        scene = bg if t < 1.5 else one if t < 5.5 else two
+        frame = np.clip(scene + rng.normal(0.0, 3.0, scene.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f'{k:05d}.png'), frame[:, :, ::-1])
+    labels = tmp_path / 'labels.yaml'
+    labels.write_text(yaml.safe_dump({
+        'persons': [
+            {'id': 'man', 'categories': ['Fear'], 'vad': [3, 7, 4],
+             'spans': [{'start': 1.5, 'end': 5.5, 'box': box1},
+                       {'start': 5.5, 'end': 10.0, 'box': box2}]},
+            {'id': 'zidane', 'categories': ['Engagement'], 'vad': [6, 5, 6],
+             'spans': [{'start': 5.5, 'end': 10.0, 'box': list(box3)}]}],
+        'episodes': [{'start': 3.0, 'end': 6.0, 'person': 'man', 'note': 'calls for help'}]}))
+    wav = espeak_wav(tmp_path / 'help.wav', 'Help! Help me!')
+    bag = tmp_path / 'mission'
+    make_bag(bag, [f'{folder}@{seconds}'], [f'{wav}@3.0'], labels,
+             MakeBagOptions(storage='mcap', fps=fps, compressed=True, noise_dbfs=-55.0,
+                            start_time=1_700_000_000.0, min_duration_s=seconds))
+    return bag, labels
+
+
+def test_evaluation_with_reuse_gives_the_every_frame_alerts_and_metrics(tmp_path, media):
+    """`emotion-ros evaluate` with the shipped reuse defaults gives the same alerts (time,
+    level, track, person), the same episode recall and detection recall within 1 point as with
+    every-frame detection and emotion, on a labelled bag of noisy camera frames in which a
+    person appears, calls for help, moves and is joined by another."""
+    from pathlib import Path
+
+    import yaml
+
+    from emotion_ros.evaluation.runner import evaluate, RunOptions
+    bag, labels = _write_mission_bag(tmp_path, media)
+    config = Path(__file__).resolve().parents[1] / 'config' / 'robot.yaml'
+    params = yaml.safe_load(config.read_text())
+    section = params['/**/perception_node']['ros__parameters']
+    assert section['reuse']['detect_on_change'] and section['reuse']['reuse_emotion']
+    section['reuse'].update(EVERY_FRAME)
+    every = tmp_path / 'every_frame.yaml'
+    every.write_text(yaml.safe_dump(params))
+    results = {}
+    for name, cfg in (('default', config), ('every_frame', every)):
+        results[name] = evaluate(str(bag), str(labels), str(cfg), str(tmp_path / name),
+                                 options=RunOptions(progress=False))
+
+    def alerts(metrics):
+        return [(round(a['t'], 3), a['level'], a['track_id'], a['person'])
+                for a in metrics['distress']['alert_list']]
+
+    fast, slow = results['default'], results['every_frame']
+    assert alerts(slow), 'the mission must raise alerts'
+    assert alerts(fast) == alerts(slow)
+    assert fast['distress']['recall'] == slow['distress']['recall'] == 1.0
+    assert slow['detection']['recall'] > 0.5
+    assert abs(fast['detection']['recall'] - slow['detection']['recall']) <= 0.01
+    assert fast['performance']['frames_processed'] == slow['performance']['frames_processed']
