@@ -65,7 +65,8 @@ class ReuseConfig:
         'noise stays under ~2, a person appearing or moving changes a cell by tens).',
         min=0.0, max=255.0)
     max_detect_interval_s: float = field(
-        2.0, 'The detector runs at least this often (seconds of frame time), changed or not.',
+        4.0, 'The detector runs at least this often (seconds of frame time), changed or not '
+        '(a backstop: a person appearing or moving 2 pixels already changes the scene).',
         min=0.0, max=3600.0)
     reuse_emotion: bool = field(
         True, "Keep a person's emotion estimate (and thumbnail) while their box has not "
@@ -78,7 +79,8 @@ class ReuseConfig:
         'was last scored on (sensor noise stays under ~2 for a person 100 pixels wide).',
         min=0.0, max=255.0)
     max_emotion_age_s: float = field(
-        2.0, "A person's emotion is scored again at least this often (seconds of frame time).",
+        3.0, "A person's emotion is scored again at least this often (seconds of frame time), "
+        'even when their crop did not change beyond crop_change_threshold.',
         min=0.0, max=3600.0)
 
 
