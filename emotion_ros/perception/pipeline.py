@@ -197,6 +197,21 @@ class PerceptionPipeline:
             self._last = (rgb, result)
             return result
 
+    def set_reuse(self, cfg: ReuseConfig) -> None:
+        """Change the ``reuse.*`` rules at run time (the next frame is detected and scored)."""
+        with self._lock:
+            self.config = dataclasses.replace(self.config, reuse=cfg)
+            self.gate.cfg = cfg
+            self.emotions.cfg = cfg
+            self.gate.reset()
+            self.emotions.reset()
+
+    def reuse_counts(self) -> Dict[str, int]:
+        """Detector runs and skips, persons scored and reused since start (diagnostics)."""
+        return {'detector_runs': self.gate.runs, 'detector_skips': self.gate.skips,
+                'persons_scored': self.emotions.scored,
+                'persons_reused': self.emotions.reused}
+
     @property
     def reuses_emotions(self) -> bool:
         """True when persons' emotions may be reused (``reuse.reuse_emotion`` and a backend
@@ -213,6 +228,7 @@ class PerceptionPipeline:
         if not tracks:
             return [], [], []
         if not self.reuses_emotions:
+            self.emotions.scored += len(tracks)
             return list(self.backend.estimate(rgb, [t.box for t in tracks])), none, none
         margin = float(getattr(self.backend, 'context_margin', 0.1))
         thumbs = [crop_thumbnail(rgb, t.box, margin) for t in tracks]

@@ -102,6 +102,8 @@ class PerceptionNode(LifecycleNode):
                 self._timer.reset()
             if new.publish_debug_image != old.publish_debug_image:
                 self._set_debug_publisher(new.publish_debug_image)
+            if self.pipeline is not None and new.pipeline.reuse != old.pipeline.reuse:
+                self.pipeline.set_reuse(new.pipeline.reuse)
         elif old is not None and new.diagnostics_period_s != old.diagnostics_period_s:
             self._diag_timer.timer_period_ns = int(new.diagnostics_period_s * 1e9)
             self._diag_timer.reset()
@@ -376,6 +378,8 @@ class PerceptionNode(LifecycleNode):
                   'input_rate_hz': self._in_rate.rate, 'output_rate_hz': self._out_rate.rate,
                   'model': self.pipeline.model_id if self.pipeline else 'not loaded'}
         values.update({f'stage_ms.{k}': v for k, v in self._stage_ms.items()})
+        if self.pipeline is not None:  # reuse.*: work skipped on unchanged frames
+            values.update(self.pipeline.reuse_counts())
         if getattr(self, '_camera', None) is not None:
             values.update(self._camera.values())
         self.diagnostics.publish(values, level, message, self.bad_inputs)
