@@ -145,7 +145,10 @@ class LightOptions:
                                '(>1 softer, <1 sharper)', min=0.05, max=20.0)
     threads: int = field(1, 'CPU threads of the tflite interpreter (1 is fastest when other '
                          'nodes share the CPU: extra threads spin-wait)', min=1, max=64)
-    max_batch: int = field(16, 'Face images per interpreter call', min=1, max=256)
+    max_batch: int = field(1, 'Face images per interpreter call. 1 is fastest on one thread: '
+                           'a batch costs the same CPU per image (~14 ms on the CI kind), '
+                           'gives the same numbers, and every change of the batch size '
+                           're-allocates the interpreter (50-100 ms)', min=1, max=256)
 
 
 def _facex_model_path() -> Path:
@@ -256,6 +259,10 @@ class LightBackend(EmotionBackend):
         self._batch = 1
         self._faces = faces
         self._model_path = path
+        # One pass at load: the first person's frame then does not pay the interpreter's
+        # first-invoke set-up (hundreds of ms).
+        self._run(np.zeros((min(2, self.options.max_batch), FACEX_INPUT_SIZE,
+                            FACEX_INPUT_SIZE, 3), np.float32))
         self._model_id = ''
         self._model_id = self.model_id
         _LOG.info('light emotion backend loaded %s (%s)', path, self.model_id)

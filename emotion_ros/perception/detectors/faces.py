@@ -79,6 +79,9 @@ class FaceFinder:
                 face_detection.FaceDetection(min_detection_confidence=threshold,
                                              model_selection=1 if name == 'full' else 0)
                 for name in self.models]
+            # One pass at load: the first real image then does not pay the graphs' set-up.
+            for det in self._detectors:
+                det.process(np.zeros((64, 64, 3), np.uint8))
         except Exception as exc:
             self._detectors = []
             raise ModelLoadError(f'cannot load mediapipe face detection models: {exc}') from exc
