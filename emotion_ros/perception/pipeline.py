@@ -102,6 +102,10 @@ class PerceptionPipeline:
 
     def load(self) -> None:
         """Load detector and emotion model weights (ModelLoadError on failure)."""
+        # The tracker and the scene gate match boxes with scipy, imported on first use: do it
+        # now, not on the first frame with a person (it took ~1 s there on a loaded machine).
+        import scipy.optimize  # noqa: F401
+
         self.detector.load()
         try:
             self.backend.load()
