@@ -6,5 +6,6 @@ cd "$root"
 # shellcheck disable=SC1091
 . tools/env.sh
 python benchmarks/bench_perception.py
+python benchmarks/bench_cameras.py
 python benchmarks/bench_evaluation.py
 if [ -f benchmarks/bench_llava.py ]; then python benchmarks/bench_llava.py; fi
