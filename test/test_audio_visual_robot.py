@@ -251,6 +251,7 @@ def test_bag_evaluation_feeds_transcripts_and_fuses_the_audio_only_estimate(av_p
     empty = np.full((480, 640, 3), 90, np.uint8)
     end = t0 + audio.size / 16000
     result, _alerts = offline.on_image(empty, end)
+    offline.finish()  # fusion inputs wait fusion.input_hold_s: fuse what is held
     assert result is not None and not result.persons and result.voice is not None
     assert seen and seen[0][0] is result.voice and seen[0][1] == end
     offline.audio.close()

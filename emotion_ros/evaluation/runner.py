@@ -72,6 +72,8 @@ class RunOptions:
     # False: the live rate (perception.max_rate_hz), what the robot would do; True: every
     # frame the bag holds is processed (for scoring; faster than the robot could).
     every_frame: bool = False
+    # Audio stage in a worker process next to perception (2+ cores; same results as serial).
+    parallel: bool = True
 
 
 def rate_mode(robot: Any, every_frame: bool) -> Dict[str, Any]:
@@ -91,6 +93,13 @@ def unlimited_rate(robot: Any) -> Any:
     """
     perception = dataclasses.replace(robot.perception, max_rate_hz=math.inf)
     return dataclasses.replace(robot, perception=perception)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_pipeline(robot: Any) -> Any:
@@ -219,6 +228,7 @@ class _Stats:
         self.last_t = 0.0
         self.wall_s = 0.0
         self.load_s = 0.0
+        self.stages = 'serial'  # or 'parallel' (audio in a worker process)
 
     def seen(self, t: float) -> None:
         if self.first_t is None:
@@ -246,6 +256,7 @@ class _Stats:
             'input_fps': (self.images_read / self.covered_s) if self.covered_s > 0 else math.nan,
             'audio_messages': self.audio_messages, 'cue_windows': self.cue_windows,
             'alerts': self.alerts, 'input_errors': dict(self.input_errors),
+            'stages': self.stages,
             'stages_ms': {k: summarize(v) for k, v in sorted(self.stage_ms.items())},
         }
 
@@ -417,6 +428,8 @@ class EvaluationRun:
         out = self.out
         stats = self.stats
         pipeline = self.pipeline_factory(robot)
+        if self.options.parallel and _cpus() >= 2 and hasattr(pipeline, 'use_audio_worker'):
+            stats.stages = 'parallel' if pipeline.use_audio_worker() else 'serial'
         t0 = time.perf_counter()
         pipeline.load()
         stats.load_s = time.perf_counter() - t0
@@ -510,10 +523,7 @@ class EvaluationRun:
                     cues, alerts = pipeline.on_audio(samples, rate, stamp)
                     stats.add_time('audio_decode', (t2 - t1) * 1e3)
                     stats.add_time('audio', (time.perf_counter() - t2) * 1e3)
-                    for cue in cues:
-                        stats.cue_windows += 1
-                        writers[CUES_FILE].write(CueRecord.from_cue(
-                            cue, self._relative(cue.stamp, info)))
+                    self._cues(cues, info, writers[CUES_FILE])
                     self._transcripts(pipeline, info, writers[TRANSCRIPTS_FILE])
                     self._alerts(alerts, info, scorer, writers[ALERTS_FILE])
                     if cues or alerts:
@@ -530,6 +540,11 @@ class EvaluationRun:
                 if time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + _PROGRESS_PERIOD_S
                     self._write_progress(out, info, 'running')
+            if hasattr(pipeline, 'finish'):  # the inputs still queued or held
+                cues, alerts = pipeline.finish()
+                self._cues(cues, info, writers[CUES_FILE])
+                self._alerts(alerts, info, scorer, writers[ALERTS_FILE])
+                stats.wall_s = time.perf_counter() - wall0
         finally:
             stats.wall_s = time.perf_counter() - wall0
             if bar is not None:
@@ -542,9 +557,19 @@ class EvaluationRun:
                 writer.close()
             pipeline.close()
 
+    def _cues(self, cues: Sequence[Any], info: BagInfo, writer: JsonlWriter) -> None:
+        for cue in cues:
+            self.stats.cue_windows += 1
+            writer.write(CueRecord.from_cue(cue, self._relative(cue.stamp, info)))
+
     def _transcripts(self, pipeline: Any, info: BagInfo, writer: JsonlWriter,
                      flush: bool = False) -> None:
         """Record the utterances the audio extractor decoded (one line per utterance)."""
+        if hasattr(pipeline, 'take_transcripts'):
+            for tr in pipeline.take_transcripts(flush):
+                writer.write(TranscriptRecord.from_transcript(
+                    tr, self._relative(tr.start, info), self._relative(tr.end, info)))
+            return
         audio = getattr(pipeline, 'audio', None)
         if audio is None or not hasattr(audio, 'pop_transcripts'):
             return

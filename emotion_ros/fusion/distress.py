@@ -35,7 +35,9 @@ Incidents
 Time
     Every message's stamp goes through a TimeGuard: a clock step back of one
     source resets that source's state and the internal time line continues;
-    stamps far in the future are rejected and counted.
+    stamps far in the future are rejected and counted. Callers feed the fusion
+    through :class:`emotion_ros.fusion.ordering.OrderedFusion`, which holds
+    inputs ``input_hold_s`` and hands them over in stamp order.
 """
 
 from __future__ import annotations
@@ -220,6 +222,11 @@ class FusionConfig:
     max_future_s: float = field(
         10.0, 'Stamps more than this far ahead of the clock (or of the newest stamp) are '
         'rejected as bad input.', positive=True)
+    input_hold_s: float = field(
+        0.1, 'Inputs (person estimates, voices, audio cues, transcripts) wait this long after '
+        'they arrive (receiver clock; message time in the bag evaluation) and are fused in '
+        'stamp order, whatever order the subscriptions deliver them in; 0 fuses each on '
+        'arrival. Adds up to this much to the alert latency.', min=0.0)
 
     def validate(self) -> None:
         """Cross-check fields; raise ConfigError naming the parameter."""

@@ -25,7 +25,7 @@ from rclpy.node import Node
 
 from emotion_ros.audio.cues import AudioCueExtractor
 from emotion_ros.audio.detectors import Transcript as DecodedUtterance
-from emotion_ros.audio.pcm import decode_pcm
+from emotion_ros.audio.messages import AudioDecoder, RawAudioFormat, transcript_of
 from emotion_ros.audio.stream_monitor import StreamMonitor
 from emotion_ros.errors import ConfigError, EmotionRosError, InputError
 from emotion_ros.config.nodes import AudioNodeConfig
@@ -35,7 +35,6 @@ from emotion_ros.ros.executor import run_node
 from emotion_ros.ros.health import BadInputLog, boundary, NodeHealth
 from emotion_ros.ros.params import declare_config
 from emotion_ros.ros.qos import reliability_qos
-from emotion_ros.types import Transcript as TranscriptResult
 
 QUEUE_CHUNKS = 200  # bounded: ~20 s of 100 ms chunks
 #: After a watchdog restart the node stays at WARN this long (or until a decode succeeds).
@@ -60,6 +59,10 @@ class AudioNode(Node):
         self._detector_info = self._describe_detector()
         self.bad_inputs = BadInputLog(self)
         self.monitor = StreamMonitor()
+        cfg = self.config
+        self._decoder = AudioDecoder(RawAudioFormat(
+            cfg.audio_common_sample_rate, cfg.audio_common_channels,
+            cfg.audio_common_sample_format))
         self._queue = collections.deque()
         self._queue_lock = threading.Lock()
         self._dropped = 0
@@ -138,17 +141,10 @@ class AudioNode(Node):
             self._queue.append((samples, rate, stamp, self._frame_id))
 
     def _decode(self, msg):
-        cfg = self.config
-        if isinstance(msg, AudioFrame):
-            samples = conversions.audio_frame_to_samples(msg)
-            return samples, msg.sample_rate, conversions.stamp_to_sec(msg.header.stamp)
-        # audio_common: AudioData has only bytes; AudioDataStamped adds a header.
-        data = msg.audio.data if hasattr(msg, 'audio') else msg.data
-        stamp = (conversions.stamp_to_sec(msg.header.stamp) if hasattr(msg, 'header')
-                 else self.get_clock().now().nanoseconds * 1e-9)
-        samples = decode_pcm(bytes(data), cfg.audio_common_sample_format,
-                             cfg.audio_common_channels, cfg.audio_common_sample_rate)
-        return samples, cfg.audio_common_sample_rate, stamp
+        # The decoder the bag evaluation uses; a message without a header (or a zero
+        # stamp) is stamped with the node clock on arrival.
+        return self._decoder.decode(msg, self.config.audio_msg_type,
+                                    self.get_clock().now().nanoseconds * 1e-9)
 
     @boundary('timer', 'process')
     def _process(self) -> None:
@@ -185,11 +181,7 @@ class AudioNode(Node):
         self._last_decoded = now
         self._voice_since = now if self.extractor.in_speech else None
         self._latency_ms = t.decode_s * 1e3
-        msg = conversions.transcript_to_msg(TranscriptResult(
-            stamp=t.start, end=t.end, frame_id=frame_id, text=t.text,
-            help_detected=t.help_detected, help_phrase=t.help_phrase,
-            help_score=t.help_score, language=t.language, confidence=t.confidence,
-            detector=t.detector))
+        msg = conversions.transcript_to_msg(transcript_of(t, frame_id))
         msg.model_id = t.model_id
         self._transcript_pub.publish(msg)
         self._transcripts += 1

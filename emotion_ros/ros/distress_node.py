@@ -31,6 +31,7 @@ from visualization_msgs.msg import MarkerArray
 from emotion_ros.errors import InputError
 from emotion_ros.fusion.distress import DistressFusion
 from emotion_ros.fusion.incidents import check_request, COMMANDS
+from emotion_ros.fusion.ordering import OrderedFusion
 from emotion_ros.config.nodes import DistressNodeConfig
 from emotion_ros.ros import conversions
 from emotion_ros.ros.markers import incident_markers
@@ -43,6 +44,9 @@ from emotion_ros.types import Alert
 
 #: /diagnostics stay WARN this long (s) after a command from an operator not accepted.
 GUARD_WARN_S = 30.0
+
+#: How often held inputs are checked for the end of their hold time (s).
+RELEASE_PERIOD_S = 0.02
 
 #: Parameters that shape publishers, timers and QoS: set them at start-up.
 READ_ONLY = ('diagnostics_period_s', 'incidents_period_s', 'incidents_depth', 'alerts_',
@@ -70,6 +74,9 @@ class DistressNode(Node):
                                      read_only=READ_ONLY)
         cfg = self.config
         self.fusion = DistressFusion(cfg.fusion)
+        # Inputs wait fusion.input_hold_s and are fused in stamp order (as in the bag
+        # evaluation), not in the order the executor runs the subscriptions' callbacks.
+        self.ordered = OrderedFusion(self.fusion)
         self.bad_inputs = BadInputLog(self)
         self._alert_pub = self.create_publisher(
             DistressAlert, 'distress_alerts',
@@ -83,9 +90,7 @@ class DistressNode(Node):
         # Depth 50: several cameras at 5 Hz, and the burst that follows a stall of this node.
         self.create_subscription(PersonEmotionArray, 'persons', self._on_persons,
                                  reliability_qos('reliable', depth=50))
-        # Transcripts before cues: audio_node publishes an utterance's transcript before the
-        # cue window that carries its help flag, and when both wait, the executor takes them
-        # in creation order; so the alert comes from the transcript, as in the bag evaluation.
+        # The order of these subscriptions does not matter: inputs are fused in stamp order.
         self.create_subscription(Transcript, 'transcripts', self._on_transcript,
                                  reliability_qos('reliable', depth=20))
         self.create_subscription(AudioCues, 'audio_cues', self._on_cues,
@@ -119,6 +124,8 @@ class DistressNode(Node):
         self.diagnostics = Diagnostics(
             self, f'emotion_ros: {self.get_fully_qualified_name().lstrip("/")}')
         self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics)
+        # Fuses held inputs once their hold time is over, also when nothing else arrives.
+        self.create_timer(RELEASE_PERIOD_S, self._release_due)
         # The republish timer also ages incidents while no input arrives (at least 1 Hz).
         self.create_timer(cfg.incidents_period_s if cfg.incidents_period_s > 0 else 1.0,
                           self._republish if cfg.incidents_period_s > 0 else self._age)
@@ -127,7 +134,7 @@ class DistressNode(Node):
     # ----------------------------------------------------------- parameters
     def _apply_config(self, config: DistressNodeConfig) -> None:
         with self._lock:
-            self.fusion.reconfigure(config.fusion)
+            self.ordered.reconfigure(config.fusion)
             self.config = config
 
     # --------------------------------------------------------------- inputs
@@ -150,8 +157,7 @@ class DistressNode(Node):
         if frame.persons:
             self._last_model = frame.persons[0].model_id
         with self._lock:
-            alerts = self.fusion.update_frame(frame, self._now())
-            self._after_update(alerts)
+            self._receive([OrderedFusion.frame(frame)])
 
     @boundary('subscription', 'audio_cues')
     def _on_cues(self, msg: AudioCues) -> None:
@@ -159,9 +165,8 @@ class DistressNode(Node):
         self._last_cues_t = time.monotonic()
         self._cues_seen += 1
         with self._lock:
-            alerts = self.fusion.update_audio(conversions.msg_to_cues(msg), msg.header.frame_id,
-                                              self._now())
-            self._after_update(alerts)
+            self._receive([OrderedFusion.cues(conversions.msg_to_cues(msg),
+                                              msg.header.frame_id)])
 
     @boundary('subscription', 'voice_emotions')
     def _on_voice(self, msg: PersonEmotionArray) -> None:
@@ -172,19 +177,24 @@ class DistressNode(Node):
             self.bad_inputs.report(exc.kind, str(exc))
             return
         with self._lock:
-            alerts = []
-            for voice in frame.persons:
-                alerts += self.fusion.update_voice(voice, frame.stamp, frame.frame_id,
-                                                   self._now())
-            self._after_update(alerts)
+            self._receive([OrderedFusion.voice(voice, frame.stamp, frame.frame_id)
+                           for voice in frame.persons])
 
     @boundary('subscription', 'transcripts')
     def _on_transcript(self, msg: Transcript) -> None:
         self._transcripts += 1
         with self._lock:
-            alerts = self.fusion.update_transcript(conversions.msg_to_transcript(msg),
-                                                   self._now())
-            self._after_update(alerts)
+            self._receive([OrderedFusion.transcript(conversions.msg_to_transcript(msg))])
+
+    def _receive(self, inputs) -> None:
+        # Under self._lock: hold the inputs, fuse what is due (stamp order), publish.
+        self._after_update(self.ordered.receive(inputs, time.monotonic(), self._now()))
+
+    @boundary('timer', 'release')
+    def _release_due(self) -> None:
+        with self._lock:
+            if len(self.ordered.buffer):
+                self._after_update(self.ordered.release(time.monotonic(), self._now()))
 
     def _after_update(self, alerts: List[Alert]) -> None:
         self._last_input_clock = self._clock_s()
