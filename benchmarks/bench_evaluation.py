@@ -7,7 +7,14 @@ default) in a fresh child process, and reports the real-time factor, the
 per-stage times and the peak resident memory. If peak memory does not grow
 with the bag, reading streams as it should.
 
+Each bag is evaluated with the stages run serially (one core: the whole
+pipeline in one process) and in parallel (the audio stage in a worker process
+next to perception), one after the other in this run, with the ratio of the
+two and the load average before each (the machine may be shared); the alerts
+of both must be identical.
+
     python benchmarks/bench_evaluation.py                       # 20 s and 120 s, JPEG
+    python benchmarks/bench_evaluation.py --durations 90        # the 90 s, 15 FPS mission
     python benchmarks/bench_evaluation.py --raw --durations 60  # raw rgb8 (large bags)
 
 Run from the repository root after ``. tools/env.sh``.
@@ -83,7 +90,7 @@ def make_mission(work: Path, media: dict, duration: float, args: argparse.Namesp
     return bag, labels, info
 
 
-def child(bag: str, labels: str, config: str, out: str) -> None:
+def child(bag: str, labels: str, config: str, out: str, stages: str) -> None:
     """Evaluate one bag in this (fresh) process; print a JSON line with the measurements."""
     import resource
 
@@ -102,7 +109,8 @@ def child(bag: str, labels: str, config: str, out: str) -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.monotonic()
-    metrics = evaluate(bag, labels, config, out, options=RunOptions(progress=False))
+    metrics = evaluate(bag, labels, config, out,
+                       options=RunOptions(progress=False, parallel=stages == 'parallel'))
     wall = time.monotonic() - start
     stop.set()
     thread.join()
@@ -121,6 +129,7 @@ def child(bag: str, labels: str, config: str, out: str) -> None:
         'rss_end_mb': replay[-1] / 2**20 if replay else None,
         'recall': metrics['distress']['recall'],
         'false_alerts_per_hour': metrics['distress']['false_alerts_per_hour'],
+        'stages': perf['stages'], 'alerts': (Path(out) / 'alerts.jsonl').read_text(),
     }))
 
 
@@ -136,7 +145,9 @@ def main() -> None:
     parser.add_argument('--workdir', default=str(ROOT / 'build' / 'bench_evaluation'))
     parser.add_argument('--keep', action='store_true', help='keep the bags')
     parser.add_argument('--json', help='also write the results here')
-    parser.add_argument('--child', nargs=4, metavar=('BAG', 'LABELS', 'CONFIG', 'OUT'),
+    parser.add_argument('--stages', nargs='+', choices=('serial', 'parallel'),
+                        default=['serial', 'parallel'], help='how to run the stages')
+    parser.add_argument('--child', nargs=5, metavar=('BAG', 'LABELS', 'CONFIG', 'OUT', 'STAGES'),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -151,40 +162,55 @@ def main() -> None:
         t0 = time.monotonic()
         bag, labels, info = make_mission(work, media, duration, args)
         made = time.monotonic() - t0
-        out = work / f'eval_{bag.name}'
-        if out.exists():
-            shutil.rmtree(out)
-        proc = subprocess.run([sys.executable, __file__, '--child', str(bag), str(labels),
-                               args.config, str(out)], capture_output=True, text=True,
-                              env={**os.environ, 'PYTHONUNBUFFERED': '1'})
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr[-3000:])
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result.update({'bag': bag.name, 'bag_mb': info.size_bytes / 1e6, 'make_bag_s': made,
-                       'messages': info.message_count})
-        rows.append(result)
-        print(json.dumps(result), flush=True)
+        by_mode = {}
+        for stages in args.stages:
+            out = work / f'eval_{bag.name}_{stages}'
+            if out.exists():
+                shutil.rmtree(out)
+            load = os.getloadavg()
+            proc = subprocess.run([sys.executable, __file__, '--child', str(bag), str(labels),
+                                   args.config, str(out), stages], capture_output=True,
+                                  text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+            if proc.returncode != 0:
+                raise SystemExit(proc.stderr[-3000:])
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.update({'bag': bag.name, 'bag_mb': info.size_bytes / 1e6,
+                           'make_bag_s': made, 'messages': info.message_count,
+                           'mode': stages, 'loadavg_before': load,
+                           'loadavg_after': os.getloadavg()})
+            alerts = result.pop('alerts')
+            if by_mode:
+                first = next(iter(by_mode.values()))
+                result['same_alerts'] = alerts == first[1]
+                result['speedup'] = first[0]['replay_s'] / result['replay_s']
+            by_mode[stages] = (result, alerts)
+            rows.append(result)
+            print(json.dumps(result), flush=True)
         if not args.keep:
             shutil.rmtree(bag)
     print()
     print(f'{os.cpu_count()} CPUs, config {args.config}, {args.fps:g} fps {args.size}, '
           f'{"raw rgb8" if args.raw else "JPEG"}, {args.storage}')
-    print('| bag | bag MB | duration s | replay s | x real time | frames read/s | '
-          'processed | peak RSS MiB | RSS early / end of replay MiB | recall |')
-    print('|---|---|---|---|---|---|---|---|---|---|')
+    print('| bag | stages | load avg (1 min) before | bag MB | duration s | replay s | '
+          'x real time | vs first mode | same alerts | frames read/s | processed | '
+          'peak RSS MiB | RSS early / end of replay MiB | recall |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['bag']} | {r['bag_mb']:.0f} | {r['bag_duration_s']:.0f} | "
-              f"{r['replay_s']:.1f} | {r['realtime_factor']:.2f} | "
+        speedup = f"{r['speedup']:.2f}x" if 'speedup' in r else '1'
+        print(f"| {r['bag']} | {r['stages']} | {r['loadavg_before'][0]:.2f} | "
+              f"{r['bag_mb']:.0f} | {r['bag_duration_s']:.0f} | "
+              f"{r['replay_s']:.1f} | {r['realtime_factor']:.2f} | {speedup} | "
+              f"{r.get('same_alerts', '-')} | "
               f"{r['images_read_per_s']:.1f} | {r['frames_processed']} | "
               f"{r['peak_rss_mb']:.0f} | {r['rss_early_replay_mb']:.0f} / "
               f"{r['rss_end_mb']:.0f} | {r['recall']} |")
     stages = sorted({k for r in rows for k in r['stages_ms']})
     print()
-    print('| bag | ' + ' | '.join(f'{s} ms' for s in stages) + ' |')
-    print('|---|' + '---|' * len(stages))
+    print('| bag | stages | ' + ' | '.join(f'{s} ms' for s in stages) + ' |')
+    print('|---|---|' + '---|' * len(stages))
     for r in rows:
         cells = [f"{r['stages_ms'].get(s, float('nan')):.1f}" for s in stages]
-        print(f"| {r['bag']} | " + ' | '.join(cells) + ' |')
+        print(f"| {r['bag']} | {r['stages']} | " + ' | '.join(cells) + ' |')
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -211,12 +211,14 @@ class OfflinePipeline:
         self.fusion = DistressFusion(robot.fusion)
         self.ordered = OrderedFusion(self.fusion)
         self._limiter = RateLimiter(robot.perception.max_rate_hz)
+        self._admitted: Optional[float] = None  # stamp frame_due let through
         self.frames_skipped = 0
         # Utterances decoded since the driver last took them (the bag evaluation records them).
         self.transcripts: List[Any] = []
         self.worker: Optional[AudioWorker] = None
         self._events: Deque[_Event] = collections.deque()
         self._clock = -float('inf')  # arrival (message) time of the newest input
+        self._cues: List[AudioCueResult] = []  # fused, not yet returned by on_audio/finish
 
     @property
     def audio_depends_on_perception(self) -> bool:
@@ -264,12 +266,23 @@ class OfflinePipeline:
         persons get positions, as in the perception node. Returns the frame's result
         (None when rate-limited) and the alerts of the inputs fused meanwhile.
         """
-        if not self._limiter.ready(stamp):
+        admitted, self._admitted = self._admitted, None
+        if admitted != stamp and not self._limiter.ready(stamp):
             self.frames_skipped += 1
-            return None, self._consume(block=False)[1]
+            return None, self._consume(block=False)
         result = self.perception.process(rgb, stamp, frame_id, '', camera_model, depth_m)
         self._events.append(_Event('frame', result, stamp))
-        return result, self._consume(block=False)[1]
+        return result, self._consume(block=False)
+
+    def frame_due(self, stamp: float) -> bool:
+        """Whether the rate limit takes a frame at ``stamp`` (then ``on_image`` processes
+        it without asking again); False counts it as skipped. Lets a driver skip decoding
+        the frames the limit drops, as perception_node does."""
+        if self._limiter.ready(stamp):
+            self._admitted = stamp
+            return True
+        self.frames_skipped += 1
+        return False
 
     def on_audio(self, samples: np.ndarray, sample_rate: int, stamp: float
                  ) -> Tuple[List[AudioCueResult], List[Alert]]:
@@ -278,21 +291,29 @@ class OfflinePipeline:
         Returns the cue windows and alerts of the inputs fused meanwhile: with the audio
         worker, those of earlier chunks as the worker answers (``finish`` gives the rest).
         """
+        alerts = self._feed_audio(samples, sample_rate, stamp)
+        cues, self._cues = self._cues, []
+        return cues, alerts
+
+    def _feed_audio(self, samples: np.ndarray, sample_rate: int, stamp: float) -> List[Alert]:
         end = stamp + len(samples) / float(sample_rate)
         if self.perception.av_context is not None:  # the audio_visual backend hears it too
             self.perception.feed_audio(samples, end, int(sample_rate))
         if self.worker is not None:
             self.worker.submit(samples, sample_rate, stamp)
             self._events.append(_Event('audio', None, end))
-            return self._consume(block=self.worker.pending > MAX_AUDIO_PENDING)
+            # Wait for the worker only when it is far behind (bounded memory).
+            return self._consume(block='some' if self.worker.pending > MAX_AUDIO_PENDING
+                                 else False)
         output = run_audio_stage(self.audio, samples, sample_rate, stamp)
         self._events.append(_Event('audio', output, end))
         return self._consume(block=False)
 
     def finish(self) -> Tuple[List[AudioCueResult], List[Alert]]:
         """End of the input: wait for the audio stage, fuse everything still held."""
-        cues, alerts = self._consume(block=True)
-        return cues, alerts + self.ordered.finish()
+        alerts = self._consume(block=True) + self.ordered.finish()
+        cues, self._cues = self._cues, []
+        return cues, alerts
 
     def take_transcripts(self, flush: bool = False) -> List[DecodedUtterance]:
         """Utterances decoded since the last call; ``flush``: the one still open too (end)."""
@@ -316,14 +337,18 @@ class OfflinePipeline:
         return self.fusion.scores()
 
     # ------------------------------------------------------------- fusion
-    def _consume(self, block: bool) -> Tuple[List[AudioCueResult], List[Alert]]:
-        """Fuse queued events in order, as far as their outputs are there (all with block)."""
-        cues: List[AudioCueResult] = []
+    def _consume(self, block: Any) -> List[Alert]:
+        """Fuse queued events in order, as far as their outputs are there (``block``
+        True: all of them; 'some': until the worker is at most half its bound behind);
+        the cue windows fused wait in ``_cues``."""
         alerts: List[Alert] = []
         while self._events:
             event = self._events[0]
             if event.value is None:  # an audio chunk the worker has not answered yet
                 if not (block or self.worker.ready()):
+                    break
+                if block == 'some' and self.worker.pending <= MAX_AUDIO_PENDING // 2 \
+                        and not self.worker.ready():
                     break
                 event.value = self.worker.get()
             self._events.popleft()
@@ -346,9 +371,9 @@ class OfflinePipeline:
                         self.perception.feed_transcript(heard.text, heard.end)
                     inputs.append(OrderedFusion.transcript(transcript_of(heard)))
                 inputs += [OrderedFusion.cues(cue, '') for cue in output.cues]
-                cues += output.cues
+                self._cues += output.cues
             alerts += self.ordered.receive(inputs, self._clock)
-        return cues, alerts
+        return alerts
 
 
 __all__ = ['AudioOutput', 'AudioWorker', 'MAX_AUDIO_PENDING', 'OfflinePipeline',

@@ -18,6 +18,7 @@ from emotion_ros.types import (AudioCueResult, EmotionOutput, FrameResult, Perso
                                Transcript)
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config' / 'robot.yaml'
+ROBOT = load_robot_config(str(CONFIG))
 
 
 def test_stamp_buffer_releases_in_stamp_order_whatever_the_push_order():
@@ -77,8 +78,7 @@ def _scenario(seed: int):
 def _fuse(frames, chunk, arrival, hold_s):
     """Deliver the frames, then the chunk's inputs one message at a time (as distress_node's
     callbacks do), then a late frame; return the alerts and the incidents."""
-    robot = load_robot_config(str(CONFIG))
-    fusion = DistressFusion(dataclasses.replace(robot.fusion, input_hold_s=hold_s))
+    fusion = DistressFusion(dataclasses.replace(ROBOT.fusion, input_hold_s=hold_s))
     ordered = OrderedFusion(fusion)
     alerts = []
     for frame, t in frames:
@@ -98,7 +98,7 @@ def test_transcript_and_cues_reversed_give_the_same_fusion_output():
     the transcript) give the same alerts and incidents as in order; without the hold time
     (each fused on arrival) the order does change the output, so the ordering is what
     makes them equal."""
-    robot_hold = load_robot_config(str(CONFIG)).fusion.input_hold_s
+    robot_hold = ROBOT.fusion.input_hold_s
     assert robot_hold > 0
     differs_unordered = 0
     for seed in range(150):
@@ -167,19 +167,71 @@ def test_parallel_audio_stage_gives_the_serial_results(tmp_path):
     assert cues and _records(parallel_out, 'audio_cues.jsonl') == cues
 
 
-@pytest.mark.parametrize('hold', [0.0, 0.1])
-def test_offline_pipeline_fuses_everything_by_the_end(hold):
-    """Whatever the hold time, every queued input is fused by finish(): an alert raised by
-    the last frame comes out."""
+def test_offline_pipeline_fuses_everything_by_the_end():
+    """Holding inputs only delays them: one camera's frames in order give the same alerts
+    with and without the hold time, every input fused by finish()."""
     from emotion_ros.pipeline import OfflinePipeline
-    robot = load_robot_config(str(CONFIG))
-    robot = dataclasses.replace(robot, fusion=dataclasses.replace(robot.fusion,
-                                                                  input_hold_s=hold))
-    pipeline = OfflinePipeline(robot)  # nothing loaded: the fusion stage alone
-    scores = np.zeros(26, np.float32)
-    scores[:] = 0.95  # every category, distress ones included
-    frame = FrameResult(10.0, 'cam', 640, 480, [_person(1, scores)], {})
-    alerts = pipeline.ordered.receive([OrderedFusion.frame(frame)], 10.0)
-    assert len(pipeline.ordered.buffer) == (1 if hold else 0)
-    alerts += pipeline.finish()[1]
-    assert alerts and len(pipeline.ordered.buffer) == 0
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        scores = rng.uniform(0.3, 1.0, 26).astype(np.float32)
+        got = {}
+        for hold in (0.0, 0.1):
+            robot = dataclasses.replace(ROBOT, fusion=dataclasses.replace(
+                ROBOT.fusion, input_hold_s=hold))
+            pipeline = OfflinePipeline(robot)  # nothing loaded: the fusion stage alone
+            alerts = []
+            for i in range(40):
+                frame = FrameResult(10.0 + 0.2 * i, 'cam', 640, 480, [_person(1, scores)], {})
+                alerts += pipeline.ordered.receive([OrderedFusion.frame(frame)], frame.stamp)
+                assert len(pipeline.ordered.buffer) == (1 if hold else 0)
+            alerts += pipeline.finish()[1]
+            assert len(pipeline.ordered.buffer) == 0
+            got[hold] = [(a.incident_id, a.level, a.stamp) for a in alerts]
+        assert got[0.0] == got[0.1]
+    assert got[0.0]  # the last case raised alerts
+
+
+def test_one_audio_decoder_for_node_messages_and_bag_messages():
+    """The decoder audio_node uses gives the same samples, rate and stamp for an rclpy
+    message as for the same message read from a bag, for AudioFrame and audio_common
+    AudioData[Stamped]; headerless or zero-stamped audio takes the arrival time; a
+    message that is not audio is refused with kind audio_type."""
+    pytest.importorskip('rclpy')
+    from builtin_interfaces.msg import Time
+    from emotion_ros_msgs.msg import AudioFrame
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import Header
+
+    from emotion_ros.audio.messages import AudioDecoder, RawAudioFormat
+    from emotion_ros.audio.pcm import encode_pcm
+    from emotion_ros.errors import InputError
+    from emotion_ros.evaluation import bags
+    store = bags.project_typestore()
+    rng = np.random.default_rng(3)
+    decoder = AudioDecoder(RawAudioFormat(16000, 2, 'S16LE'))
+    for _ in range(20):
+        samples = rng.uniform(-0.9, 0.9, (int(rng.integers(80, 1600)), 2)).astype(np.float32)
+        t = float(rng.uniform(1e9, 2e9))
+        sec, nsec = int(t), int(round((t - int(t)) * 1e9)) % 1_000_000_000
+        node_frame = AudioFrame(header=Header(stamp=Time(sec=sec, nanosec=nsec)),
+                                sample_rate=16000, channels=2, sample_format='S16LE',
+                                data=encode_pcm(samples, 'S16LE'))
+        bag_frame = bags.audio_frame_message(store, samples, 16000, sec + nsec * 1e-9)
+        a, b = decoder.decode(node_frame, arrival=0.0), decoder.decode(bag_frame, arrival=0.0)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1] == b[1] == 16000
+        assert a[2] == pytest.approx(b[2], abs=1e-6) and a[2] == sec + nsec * 1e-9
+        np.testing.assert_allclose(a[0], samples.mean(axis=1), atol=2e-4)
+        node_frame.header.stamp = Time()
+        assert decoder.decode(node_frame, arrival=7.5)[2] == 7.5
+    audio_common = pytest.importorskip('audio_common_msgs.msg')
+    pcm = encode_pcm(samples, 'S16LE')
+    raw = audio_common.AudioData(data=pcm)
+    stamped = audio_common.AudioDataStamped(header=Header(stamp=Time(sec=5)), audio=raw)
+    got_raw, got_stamped = decoder.decode(raw, arrival=3.0), decoder.decode(stamped)
+    np.testing.assert_array_equal(got_raw[0], a[0])
+    np.testing.assert_array_equal(got_stamped[0], a[0])
+    assert got_raw[1:] == (16000, 3.0) and got_stamped[1:] == (16000, 5.0)
+    with pytest.raises(InputError) as err:
+        decoder.decode(Point(), 'geometry_msgs/msg/Point')
+    assert err.value.kind == 'audio_type' and 'geometry_msgs/msg/Point' in str(err.value)

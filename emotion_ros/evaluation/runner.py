@@ -458,7 +458,13 @@ class EvaluationRun:
                 t_read = time.perf_counter()
                 msg = bag.deserialize(message)
                 log_time = message.log_time
-                if message.topic == image_topic:
+                skip = message.topic == image_topic and not self._frame_due(
+                    pipeline, msg, log_time, message.topic, info)
+                if skip:
+                    # Rate-limited: not decoded, as perception_node decodes only the
+                    # frames it processes.
+                    stats.images_read += 1
+                elif message.topic == image_topic:
                     stats.images_read += 1
                     t1 = time.perf_counter()
                     try:
@@ -556,6 +562,18 @@ class EvaluationRun:
             for writer in writers.values():
                 writer.close()
             pipeline.close()
+
+    def _frame_due(self, pipeline: Any, msg: Any, log_time: float, topic: str,
+                   info: BagInfo) -> bool:
+        """Whether the pipeline's rate limit takes this frame (always, for a pipeline
+        without ``frame_due``); a skipped frame still advances the replayed time."""
+        if not hasattr(pipeline, 'frame_due'):
+            return True
+        stamp = self._clock(stamp_seconds(msg.header), log_time, topic)
+        if pipeline.frame_due(stamp):
+            return True
+        self.stats.seen(self._relative(stamp, info))
+        return False
 
     def _cues(self, cues: Sequence[Any], info: BagInfo, writer: JsonlWriter) -> None:
         for cue in cues:
