@@ -219,6 +219,8 @@ class OfflinePipeline:
         self._events: Deque[_Event] = collections.deque()
         self._clock = -float('inf')  # arrival (message) time of the newest input
         self._cues: List[AudioCueResult] = []  # fused, not yet returned by on_audio/finish
+        #: Processing time (ms) of each audio chunk in the audio stage, wherever it ran.
+        self.audio_stage_ms: List[float] = []
 
     @property
     def audio_depends_on_perception(self) -> bool:
@@ -362,6 +364,7 @@ class OfflinePipeline:
                                                       result.frame_id))
             else:
                 output: AudioOutput = event.value
+                self.audio_stage_ms.append(output.ms)
                 for heard in output.utterances:
                     self.transcripts.append(heard)
                     if heard.status != 'ok':

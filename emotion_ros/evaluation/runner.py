@@ -551,6 +551,8 @@ class EvaluationRun:
                 self._cues(cues, info, writers[CUES_FILE])
                 self._alerts(alerts, info, scorer, writers[ALERTS_FILE])
                 stats.wall_s = time.perf_counter() - wall0
+                for ms in getattr(pipeline, 'audio_stage_ms', ()):  # wherever it ran
+                    stats.add_time('audio_stage', ms)
         finally:
             stats.wall_s = time.perf_counter() - wall0
             if bar is not None:

@@ -1,5 +1,10 @@
 """distress_node: person estimates + audio cues + transcripts in; incidents, alerts, markers out.
 
+Inputs are fused in stamp order, not in the order the executor runs the
+subscriptions' callbacks: each waits ``fusion.input_hold_s`` after it arrives
+(``emotion_ros.fusion.ordering.OrderedFusion``, the same code the bag
+evaluation runs; a 20 ms timer fuses what became due).
+
 Outputs and their QoS (docs/messages.md):
 - ``incidents`` (IncidentArray): state, reliable + transient_local, depth
   ``incidents_depth``; published when an incident changes state or level and
