@@ -34,6 +34,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CALL_EVERY_S = 20.0
+# Evaluates with another checkout's code (--baseline): same measurements as child().
+BASELINE_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+base, bag, labels, config, out = sys.argv[1:]
+import emotion_ros
+assert Path(emotion_ros.__file__).resolve().is_relative_to(Path(base)), emotion_ros.__file__
+from emotion_ros.evaluation.runner import evaluate, RunOptions
+start = time.monotonic()
+metrics = evaluate(bag, labels, config, out, options=RunOptions(progress=False))
+perf = metrics['performance']
+print(json.dumps({
+    'wall_s': time.monotonic() - start, 'replay_s': perf['wall_s'],
+    'model_load_s': perf['model_load_s'], 'bag_duration_s': perf['bag_duration_s'],
+    'realtime_factor': perf['realtime_factor'],
+    'images_read_per_s': perf['images_read_per_s'],
+    'frames_processed': perf['frames_processed'], 'images_read': perf['images_read'],
+    'stages_ms': {k: v['mean'] for k, v in perf['stages_ms'].items()},
+    'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    'rss_early_replay_mb': float('nan'), 'rss_end_mb': float('nan'),
+    'recall': metrics['distress']['recall'],
+    'false_alerts_per_hour': metrics['distress']['false_alerts_per_hour'],
+    'stages': 'baseline ' + base, 'alerts': (Path(out) / 'alerts.jsonl').read_text()}))
+"""
 
 
 def make_media(work: Path, size: tuple) -> dict:
@@ -147,6 +171,9 @@ def main() -> None:
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--stages', nargs='+', choices=('serial', 'parallel'),
                         default=['serial', 'parallel'], help='how to run the stages')
+    parser.add_argument('--baseline', metavar='REPO',
+                        help='also evaluate each bag first with the code of another checkout '
+                        '(e.g. the main branch before a change), in the same run')
     parser.add_argument('--child', nargs=5, metavar=('BAG', 'LABELS', 'CONFIG', 'OUT', 'STAGES'),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,14 +190,27 @@ def main() -> None:
         bag, labels, info = make_mission(work, media, duration, args)
         made = time.monotonic() - t0
         by_mode = {}
-        for stages in args.stages:
+        for stages in (['baseline'] if args.baseline else []) + args.stages:
             out = work / f'eval_{bag.name}_{stages}'
             if out.exists():
                 shutil.rmtree(out)
             load = os.getloadavg()
-            proc = subprocess.run([sys.executable, __file__, '--child', str(bag), str(labels),
-                                   args.config, str(out), stages], capture_output=True,
-                                  text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+            command = [sys.executable, __file__, '--child', str(bag), str(labels),
+                       args.config, str(out), stages]
+            env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+            if stages == 'baseline':  # that checkout's own benchmark child and package
+                base = Path(args.baseline).resolve()
+                # Its own robot.yaml when the default one is measured.
+                config = (str(base / 'config' / 'robot.yaml')
+                          if Path(args.config).resolve() == ROOT / 'config' / 'robot.yaml'
+                          else args.config)
+                command = [sys.executable, '-c', BASELINE_CHILD, str(base), str(bag),
+                           str(labels), config, str(out)]
+                env['PYTHONPATH'] = os.pathsep.join(
+                    [str(base)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep)
+                                   if p and Path(p).resolve() != ROOT])
+            proc = subprocess.run(command, capture_output=True, text=True, env=env,
+                                  cwd=args.baseline if stages == 'baseline' else None)
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr[-3000:])
             result = json.loads(proc.stdout.strip().splitlines()[-1])
