@@ -562,7 +562,9 @@ def evaluate_many(bags: Sequence[PathLike], config: PathLike, out: PathLike,
     prepare_batch_dir(out, names, options.overwrite)
     items = [BagJob(p, n, Path(labels) if labels else find_labels(p))
              for p, n in zip(paths, names)]
-    worker_options = dataclasses.replace(options, progress=False)
+    # Each bag's audio stage in a process of its own only where the cores allow it.
+    worker_options = dataclasses.replace(options, progress=False,
+                                         parallel=options.parallel and _cores() >= 2 * n_jobs)
     stream = stream or sys.stderr
     bar = _Progress(len(items), progress, stream)
     context = multiprocessing.get_context('spawn')  # no forked copies of loaded models/threads
