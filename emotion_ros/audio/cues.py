@@ -110,7 +110,7 @@ class AudioCueConfig:
     utterance_max_s: float = field(10.0, 'Longer utterances are cut and decoded in pieces (s)',
                                    min=1.0, max=60.0)
     utterance_partial_s: float = field(
-        2.0, 'While an utterance is open, decode it again from its start after every this '
+        3.0, 'While an utterance is open, decode it again from its start after every this '
         'many seconds (ctranslate2 Whisper only), so a call in long speech (babble) is cued '
         'before the utterance ends; only a heard call is reported early, the utterance '
         'itself is still decoded once when it closes; 0 disables', min=0.0, max=30.0)
