@@ -195,8 +195,14 @@ def score(placements: Sequence[Placement], transcripts, tolerance: float = 0.3,
     helps = [t for t in transcripts if t.help_detected]
     when = {id(t): r for t, r in zip(transcripts, ready)}
 
+    def over(t, p: Placement) -> bool:
+        # The calls as the detector reported them: the located phrases (word alignment,
+        # with their margin) or, when they were not located, the whole utterance.
+        return any(a < p.end + tolerance and b > p.start - tolerance
+                   for a, b in t.call_spans)
+
     def hit(p: Placement) -> bool:
-        return any(t.start < p.end + tolerance and t.end > p.start - tolerance for t in helps)
+        return any(over(t, p) for t in helps)
 
     out: Dict = {}
     for kind in ('call', 'near', 'calm'):
@@ -206,17 +212,12 @@ def score(placements: Sequence[Placement], transcripts, tolerance: float = 0.3,
                      'hours': sum(p.end - p.start for p in ps) / 3600.0,
                      'examples': [p.label for p in (flagged if kind != 'call' else
                                                     [q for q in ps if not hit(q)])][:5]}
-    out['delays'] = [min(when[id(t)] for t in helps if t.start < p.end + tolerance
-                         and t.end > p.start - tolerance) - p.end
+    out['delays'] = [min(when[id(t)] for t in helps if over(t, p)) - p.end
                      for p in placements if p.kind == 'call' and hit(p) and when]
     calls = [p for p in placements if p.kind == 'call']
-    # Help utterances with no call in them: what would raise a false alert. (A long
-    # utterance that holds a call and, e.g. in babble, also the sentences around it flags
-    # those sentences above but is no false alert.)
-    out['false_help'] = sum(1 for t in helps if not any(
-        t.start < p.end + tolerance and t.end > p.start - tolerance for p in calls))
-    explained = [t for t in helps if any(t.start < p.end + tolerance and
-                                         t.end > p.start - tolerance for p in placements)]
+    # Help transcripts whose calls overlap no call: what would raise a false alert.
+    out['false_help'] = sum(1 for t in helps if not any(over(t, p) for p in calls))
+    explained = [t for t in helps if any(over(t, p) for p in placements)]
     out['other_false'] = len(helps) - len(explained)
     return out
 

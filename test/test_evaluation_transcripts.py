@@ -49,3 +49,23 @@ def test_evaluate_writes_transcripts_and_the_report_lists_the_calls_heard(tmp_pa
     assert f'{len(records)} utterances decoded by `whisper`' in report
     assert '**yes** (' in report and 'transcripts.jsonl' in report
     assert json.loads((out / 'metrics.json').read_text())['complete']
+
+
+def test_the_report_counts_utterances_apart_from_early_partial_cues(tmp_path):
+    """A partial transcript (an early cue from an utterance still open) is listed but not
+    counted as an utterance nor as a failed decode; timeouts and errors are."""
+    from emotion_ros.evaluation.records import TranscriptRecord
+    from emotion_ros.evaluation.report import transcript_section
+    rows = [TranscriptRecord(1.0, 4.0, 'Help!', True, 'help', 0.9, 'en', 0.8, 'whisper', 'm',
+                             'partial'),
+            TranscriptRecord(1.0, 9.0, 'Help! And more.', True, 'help', 0.9, 'en', 0.8,
+                             'whisper', 'm', 'ok'),
+            TranscriptRecord(10.0, 11.0, '', False, '', 0.0, '', 0.0, 'whisper', 'm',
+                             'timeout')]
+    with open(tmp_path / 'transcripts.jsonl', 'w', encoding='utf-8') as f:
+        for r in rows:
+            f.write(json.dumps(r.to_json()) + '\n')
+    text = '\n'.join(transcript_section(tmp_path))
+    assert ('2 utterances decoded by `whisper` (m); 1 heard as a call for help; 1 not '
+            'decoded (watchdog/error); 1 calls cued early by partial decodes.') in text
+    assert text.count('| partial |') == 1

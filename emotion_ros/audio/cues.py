@@ -55,6 +55,8 @@ _DRIFT_DEADBAND_S = 0.001
 _DRIFT_GAIN = 0.05
 # VAD history kept beyond the window (speech probability of the window).
 _VAD_HISTORY_S = 2.0
+#: A partial decode's call must end this long (s) before the snapshot does.
+PARTIAL_GUARD_S = 0.25
 
 HELP_DETECTORS = ('keyphrase', 'whisper')
 DEFAULT_PHRASES = ('help', 'help me', 'somebody help', 'can anyone hear me', 'i am stuck',
@@ -107,6 +109,14 @@ class AudioCueConfig:
                                         min=0.1, max=5.0)
     utterance_max_s: float = field(10.0, 'Longer utterances are cut and decoded in pieces (s)',
                                    min=1.0, max=60.0)
+    utterance_partial_s: float = field(
+        3.0, 'While an utterance is open, decode it again from its start after every this '
+        'many seconds (ctranslate2 Whisper only), so a call in long speech (babble) is cued '
+        'before the utterance ends; only a heard call is reported early, the utterance '
+        'itself is still decoded once when it closes; 0 disables', min=0.0, max=30.0)
+    help_span_margin_s: float = field(
+        0.2, 'A located help phrase (word alignment, ctranslate2 Whisper) is reported as its '
+        'words plus this margin on each side (s), not the whole utterance', min=0.0, max=5.0)
     utterance_min_speech_s: float = field(0.1, 'Utterances with less voiced time are ignored '
                                           '(s)', min=0.0, max=5.0)
     detector_timeout_s: float = field(
@@ -292,7 +302,12 @@ class AudioCueExtractor:
         self.decode_timeouts = 0   # decodes the watchdog gave up on
         self.last_error = ''
         self.detector_error = ''   # why the help detector could not be loaded (load())
+        self.partial_decodes = 0   # early decodes of open utterances (utterance_partial_s)
+        self.partial_helps = 0     # calls those reported before their utterance closed
         self._transcripts: List[Transcript] = []
+        self._partial_step = (int(round(cfg.utterance_partial_s * ANALYSIS_RATE))
+                              if cfg.help_detector == 'whisper'
+                              and cfg.whisper_engine == 'ctranslate2' else 0)
         self._reset_stream()
 
     def _make_detector(self, generation: int) -> HelpDetector:
@@ -387,6 +402,9 @@ class AudioCueExtractor:
         self._feats: List[Tuple[int, FrameFeatures]] = []  # (first frame index, batch)
         self._segmenter.reset()
         self._helps: List[Tuple[int, str, float]] = []   # (closed_at, phrase, score)
+        self._partial_for: Optional[int] = None  # start of the open utterance partials follow
+        self._partial_next = 0                 # stream position of its next partial decode
+        self._partial_spans: List[Tuple[float, float]] = []  # calls its partials reported
         self._last_end = -1                    # end of the last emitted window
         self._next_end = self._window
 
@@ -479,6 +497,7 @@ class AudioCueExtractor:
             if self.runner is not None:
                 for utterance in self._segmenter.feed(self._vad_next, frames, probs):
                     self._decode(utterance)
+                self._partial(self._vad_next + count * VAD_FRAME)
             self._vad_next += count * VAD_FRAME
         last = (end - FRAME_LENGTH) // FRAME_HOP  # last frame that fits before end
         if last >= self._feat_next:
@@ -488,10 +507,37 @@ class AudioCueExtractor:
             self._feats.append((self._feat_next, self._analyzer.analyze(frames)))
             self._feat_next = last + 1
 
-    def _decode(self, utterance: Utterance) -> None:
-        """Decode one closed utterance; keep its transcript and its help decision."""
+    def _partial(self, position: int) -> None:
+        """Decode the open utterance from its start each time ``utterance_partial_s`` more
+        of it has been heard (bounded by ``utterance_max_s``, which closes it)."""
+        start = self._segmenter.open_start
+        if self._partial_step <= 0 or start is None:
+            self._partial_for = None
+            return
+        if self._partial_for != start:
+            self._partial_for = start
+            self._partial_next = start + self._partial_step
+            self._partial_spans = []
+        if position < self._partial_next:
+            return
+        self._partial_next = position + self._partial_step
+        utterance = self._segmenter.open_utterance(position)
+        if utterance is not None:
+            self._decode(utterance, partial=True)
+
+    def _decode(self, utterance: Utterance, partial: bool = False) -> None:
+        """Decode one closed utterance; keep its transcript and its help decision.
+
+        ``partial``: an early decode of the open utterance; kept only when it located a
+        call that ends at least ``PARTIAL_GUARD_S`` before the audio does (a word cut by
+        the snapshot's end is not trusted) and that no earlier partial decode of the
+        utterance reported, as a ``partial`` transcript with those spans and a help cue.
+        """
         assert self.runner is not None and self._origin is not None
-        self.utterances += 1
+        if partial:
+            self.partial_decodes += 1
+        else:
+            self.utterances += 1
         t0 = time.perf_counter()
         status = 'ok'
         try:
@@ -507,10 +553,34 @@ class AudioCueExtractor:
             self.last_error = (f'decode took more than {self.cfg.detector_timeout_s} s; '
                                f'detector restarted')
         elapsed = time.perf_counter() - t0
-        if decoded is None:
+        if partial:
+            # Only calls located before the snapshot's last PARTIAL_GUARD_S and not
+            # reported by an earlier partial decode of this utterance.
+            length_s = utterance.audio.size / ANALYSIS_RATE
+            base = utterance.audio_start / ANALYSIS_RATE
+            new = tuple(
+                (a, b) for a, b in (decoded.help_spans if decoded is not None
+                                    and decoded.help_detected else ())
+                if 0 < b <= length_s - PARTIAL_GUARD_S
+                and not any(a + base < e and b + base > s for s, e in self._partial_spans))
+            if not new:
+                return
+            assert decoded is not None
+            self._partial_spans.extend((a + base, b + base) for a, b in new)
+            decoded = dataclasses.replace(decoded, help_spans=new)
+            self.partial_helps += 1
+            status = 'partial'
+        elif decoded is None:
             decoded = Decoded(text=self.last_error if status == 'error' else '')
         else:
             self.utterances_decoded += 1
+        spans = ()
+        if decoded.help_detected and decoded.help_spans:
+            base = self._origin + utterance.audio_start / ANALYSIS_RATE
+            margin = self.cfg.help_span_margin_s
+            length_s = utterance.audio.size / ANALYSIS_RATE
+            spans = tuple((base + max(0.0, a - margin), base + min(length_s, b + margin))
+                          for a, b in decoded.help_spans)
         detector = self.runner.detector
         self._transcripts.append(Transcript(
             start=self._origin + utterance.start / ANALYSIS_RATE,
@@ -520,7 +590,7 @@ class AudioCueExtractor:
             help_score=float(decoded.help_score), detector=detector.name,
             model_id=detector.model_id, decode_s=elapsed, status=status,
             no_speech_prob=float(decoded.no_speech_prob),
-            avg_logprob=float(decoded.avg_logprob)))
+            avg_logprob=float(decoded.avg_logprob), help_spans=spans))
         self._helps.append((utterance.closed_at, decoded.help_phrase if decoded.help_detected
                             else '', float(decoded.help_score)))
 

@@ -32,7 +32,7 @@ import os
 import queue
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -56,6 +56,9 @@ class Decoded:
     no_speech_prob: float = 0.0
     #: Mean log-probability of the decoded tokens (0 when not known).
     avg_logprob: float = 0.0
+    #: Where the trusted help phrases lie, ``(start, end)`` in seconds from the start of
+    #: the decoded audio (word alignment); empty when not known (the whole utterance).
+    help_spans: Tuple[Tuple[float, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +67,12 @@ class Transcript:
 
     ``start``/``end`` are stream times in seconds of the first and last voiced
     sample; ``status`` is ``ok``, ``timeout`` (the watchdog gave up on the
-    decode) or ``error`` (the detector raised; ``text`` holds the reason).
+    decode), ``error`` (the detector raised; ``text`` holds the reason) or
+    ``partial`` (an early decode of an utterance still open, kept only when it heard
+    a call; the utterance's own transcript follows when it closes).
+    ``help_spans``: stream times ``(start, end)`` of the help phrases when the
+    detector located them (word alignment, plus a margin), else empty (then the whole
+    utterance, ``start``-``end``, is the call).
     """
 
     start: float
@@ -81,6 +89,12 @@ class Transcript:
     status: str = 'ok'
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
+    help_spans: Tuple[Tuple[float, float], ...] = ()
+
+    @property
+    def call_spans(self) -> Tuple[Tuple[float, float], ...]:
+        """Stream times of the calls heard: the located phrases, or the whole utterance."""
+        return self.help_spans or ((self.start, self.end),)
 
 
 class HelpDetector(abc.ABC):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from emotion_ros.errors import ConfigError
 
@@ -171,8 +171,16 @@ def find_phrase_tokens(pieces: Sequence[Tuple[str, float]], language: str,
     the geometric mean of the probabilities of the tokens it covers; among all
     occurrences of all phrases the best score wins, longer phrases first on ties.
     """
+    found = find_phrase_occurrences(pieces, language, phrases)
+    return found[0] if found else ('', 0.0, [])
+
+
+def find_phrase_occurrences(pieces: Sequence[Tuple[str, float]], language: str,
+                            phrases: Sequence[str]) -> List[Tuple[str, float, List[int]]]:
+    """Every occurrence of every phrase: ``(phrase, score, pieces covered)``, best first
+    (score, then longer phrases; see :func:`find_phrase_tokens`)."""
     norm, probs = normalise_scored(pieces, language)
-    best: Optional[Tuple[float, int, str, List[int]]] = None
+    found: List[Tuple[float, int, str, List[int]]] = []
     for phrase in phrases:
         if language in NO_SPACE_LANGUAGES:
             hay = ''.join(c for c in norm if c != ' ')
@@ -187,12 +195,9 @@ def find_phrase_tokens(pieces: Sequence[Tuple[str, float]], language: str,
             tokens = dict(hay_p[a:b])
             score = math.exp(sum(math.log(max(p, 1e-12)) for p in tokens.values())
                              / len(tokens)) if tokens else 0.0
-            key = (score, len(phrase), phrase, sorted(i for i in tokens if i >= 0))
-            if best is None or key[:2] > best[:2]:
-                best = key
-    if best is None:
-        return '', 0.0, []
-    return best[2], float(best[0]), best[3]
+            found.append((score, len(phrase), phrase, sorted(i for i in tokens if i >= 0)))
+    found.sort(key=lambda key: key[:2], reverse=True)   # stable: phrase order on ties
+    return [(phrase, float(score), covered) for score, _, phrase, covered in found]
 
 
 def find_phrase(text: str, language: str, phrases: Sequence[str]) -> str:

@@ -71,6 +71,11 @@ class UtteranceSegmenter:
         self._voiced_samples = 0
 
     @property
+    def open_start(self) -> Optional[int]:
+        """First voiced sample of the open utterance, None when none is open."""
+        return self._start
+
+    @property
     def in_speech(self) -> bool:
         """True while an utterance is open."""
         return self._start is not None
@@ -115,6 +120,22 @@ class UtteranceSegmenter:
                     out.extend(self._close(e, truncated=False))
         self._trim(frame_start + n * length)
         return out
+
+    def open_utterance(self, position: int) -> Optional[Utterance]:
+        """The open utterance as heard up to ``position`` (a snapshot; it stays open).
+
+        None when no utterance is open or it has less voiced time than an utterance
+        needs. The audio runs from the pre-roll to ``position`` (the grid is not
+        applied at the end: the snapshot ends where the stream is).
+        """
+        start = self._start
+        if start is None or self._voiced_samples < self._min_speech:
+            return None
+        a = max(self._buf_start, (start - self._preroll) // AUDIO_GRID * AUDIO_GRID)
+        b = min(self._buf_start + self._buf.size, position)
+        audio = self._buf[a - self._buf_start:b - self._buf_start].copy()
+        return Utterance(start=start, end=self._last_voiced_end, audio_start=a, audio=audio,
+                         closed_at=position, truncated=False)
 
     def flush(self, position: int) -> List[Utterance]:
         """Close the open utterance (end of stream) and return it, if long enough."""

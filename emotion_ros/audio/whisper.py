@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from emotion_ros.audio.detectors import Decoded, HelpDetector
+from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.audio.phrases import (find_phrase, normalize_text,  # noqa: F401 (re-export)
                                        NO_SPACE_LANGUAGES, parse_help_phrases)
+from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ConfigError, ModelLoadError
 
-SAMPLE_RATE = 16000
 #: Generated tokens per second of audio (plus a fixed allowance), bounding each decode.
 TOKENS_PER_SECOND = 6
 MIN_NEW_TOKENS = 16
@@ -74,14 +74,7 @@ class WhisperDetector(HelpDetector):
             from transformers import WhisperForConditionalGeneration, WhisperProcessor
         except ImportError as exc:
             raise ModelLoadError(f'whisper detector needs torch and transformers: {exc}') from exc
-        device = self._device_name.strip() or 'auto'
-        if device == 'auto':
-            device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        if not re.fullmatch(r'cpu|cuda(:\d+)?', device):
-            raise ConfigError(f'whisper_device: {self._device_name!r} is not auto, cpu, cuda '
-                              'or cuda:N')
-        if device.startswith('cuda') and not torch.cuda.is_available():
-            raise ConfigError(f'whisper_device: {device} requested but CUDA is not available')
+        device = resolve_device(self._device_name.strip() or 'auto', 'whisper_device')
         try:
             processor = WhisperProcessor.from_pretrained(self._model_name)
             model = WhisperForConditionalGeneration.from_pretrained(self._model_name)

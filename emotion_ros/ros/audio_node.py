@@ -207,6 +207,7 @@ class AudioNode(Node):
             **self._detector_info,
             'help_detector_error': ex.detector_error,
             'utterances': ex.utterances, 'utterances_decoded': ex.utterances_decoded,
+            'partial_decodes': ex.partial_decodes, 'partial_helps': ex.partial_helps,
             'transcripts_published': self._transcripts,
             'decode_errors': ex.decode_errors, 'decode_timeouts': ex.decode_timeouts,
             'detector_restarts': restarts,
