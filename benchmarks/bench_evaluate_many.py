@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument('--every-frame', action='store_true',
                         help='also run every command with --every-frame')
     parser.add_argument('--fps', type=float, default=15.0)
+    parser.add_argument('--camera-noise', type=float, default=0.0, metavar='SIGMA',
+                        help='Gaussian sensor noise (grey levels) on every frame')
     parser.add_argument('--size', default='640x480')
     parser.add_argument('--config', default=str(ROOT / 'config' / 'robot.yaml'))
     parser.add_argument('--workdir', default=str(ROOT / 'build' / 'bench_evaluate_many'))
@@ -77,7 +79,8 @@ def main() -> None:
     media = make_media(work, tuple(int(v) for v in args.size.split('x')))
     folder = work / 'missions'
     folder.mkdir()
-    bag_args = argparse.Namespace(storage='mcap', fps=args.fps, raw=False)
+    bag_args = argparse.Namespace(storage='mcap', fps=args.fps, raw=False,
+                                  camera_noise=args.camera_noise)
     for k in range(args.bags):
         bag, labels, _ = make_mission(work, media, args.duration, bag_args)
         shutil.copy(labels, bag / 'labels.yaml')

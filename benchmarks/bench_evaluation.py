@@ -104,12 +104,14 @@ def make_mission(work: Path, media: dict, duration: float, args: argparse.Namesp
     labels = work / f'labels_{int(duration)}.yaml'
     labels.write_text(yaml.safe_dump({'episodes': [{'start': c, 'end': c + 3.0}
                                                    for c in calls]}))
-    bag = work / f'mission_{int(duration)}s_{args.storage}{"_raw" if args.raw else ""}'
+    noisy = f'_noise{args.camera_noise:g}' if args.camera_noise else ''
+    bag = work / f'mission_{int(duration)}s_{args.storage}{"_raw" if args.raw else ""}{noisy}'
     if bag.exists():
         shutil.rmtree(bag)
     options = MakeBagOptions(storage=args.storage, fps=args.fps, compressed=not args.raw,
-                             noise_dbfs=-55.0, start_time=1_700_000_000.0,
-                             min_duration_s=duration, progress=False)
+                             camera_noise=args.camera_noise, noise_dbfs=-55.0,
+                             start_time=1_700_000_000.0, min_duration_s=duration,
+                             progress=False)
     info = make_bag(bag, camera, [f"{media['help']}@{c}" for c in calls], labels, options)
     return bag, labels, info
 
@@ -165,6 +167,9 @@ def main() -> None:
     parser.add_argument('--size', default='640x480')
     parser.add_argument('--storage', choices=('sqlite3', 'mcap'), default='mcap')
     parser.add_argument('--raw', action='store_true', help='raw rgb8 images instead of JPEG')
+    parser.add_argument('--camera-noise', type=float, default=0.0, metavar='SIGMA',
+                        help='Gaussian sensor noise (grey levels) on every frame, so still '
+                        'scenes change a little per frame as with a real camera')
     parser.add_argument('--config', default=str(ROOT / 'config' / 'robot.yaml'))
     parser.add_argument('--workdir', default=str(ROOT / 'build' / 'bench_evaluation'))
     parser.add_argument('--keep', action='store_true', help='keep the bags')
@@ -230,7 +235,8 @@ def main() -> None:
             shutil.rmtree(bag)
     print()
     print(f'{os.cpu_count()} CPUs, config {args.config}, {args.fps:g} fps {args.size}, '
-          f'{"raw rgb8" if args.raw else "JPEG"}, {args.storage}')
+          f'{"raw rgb8" if args.raw else "JPEG"}, {args.storage}, '
+          f'camera noise sigma {args.camera_noise:g}')
     print('| bag | stages | load avg (1 min) before | bag MB | duration s | replay s | '
           'x real time | vs first mode | same alerts | frames read/s | processed | '
           'peak RSS MiB | RSS early / end of replay MiB | recall |')

@@ -360,6 +360,38 @@ def test_make_bag_from_video_images_and_wav(tmp_path, storage):
         assert int(np.argmax(np.abs(audio))) == int(1.75 * 16000)
 
 
+def test_make_bag_camera_noise_varies_every_frame_around_the_scene(tmp_path):
+    """With camera_noise each frame of a still scene differs from the one before by about
+    the requested sigma, stays centred on the scene, and the same seed gives the same bag;
+    without it a still scene's frames are identical. A bad sigma is refused by name."""
+    import cv2
+    scene = np.random.default_rng(3).integers(40, 216, (48, 64, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / 'still.png'), scene)
+
+    def frames(name, sigma, seed=0):
+        options = MakeBagOptions(fps=10.0, start_time=START, camera_noise=sigma, seed=seed)
+        make_bag(tmp_path / name, [f"{tmp_path / 'still.png'}@1"], options=options)
+        with BagReader(tmp_path / name) as bag:
+            return [decode_image_message(bag.deserialize(m), m.msgtype).astype(np.float64)
+                    for m in bag.messages(['/camera/image_raw'])]
+
+    for sigma in (1.0, 3.0, 6.0):
+        noisy = frames(f'n{sigma:g}', sigma)
+        assert len(noisy) == 10
+        for a, b in zip(noisy, noisy[1:]):
+            # The difference of two independent draws has sigma * sqrt(2).
+            assert abs(np.std(a - b) / (sigma * np.sqrt(2)) - 1) < 0.15
+        assert abs(np.mean(noisy) - np.mean(scene)) < 0.2
+    same = frames('again', 3.0)
+    assert all(np.array_equal(a, b) for a, b in zip(same, frames('again2', 3.0)))
+    assert not np.array_equal(frames('other_seed', 3.0, seed=1)[0], same[0])
+    still = frames('still', 0.0)
+    assert all(np.array_equal(f, still[0]) for f in still)
+    with pytest.raises(InputError, match='camera noise'):
+        make_bag(tmp_path / 'bad', [f"{tmp_path / 'still.png'}@1"],
+                 options=MakeBagOptions(camera_noise=-1.0))
+
+
 def test_make_bag_rejects_bad_inputs_and_leaves_nothing(tmp_path):
     """Missing media, an existing output and labels outside the bag fail with clear errors."""
     import cv2

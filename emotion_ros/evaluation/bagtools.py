@@ -217,6 +217,9 @@ class MakeBagOptions:
     audio_chunk_s: float = 0.1
     sample_format: str = 'S16LE'
     noise_dbfs: Optional[float] = None  # white noise under the clips, e.g. -60
+    # Gaussian sensor noise added to every frame (sigma in grey levels, 0 = none): a still
+    # scene then changes a little from frame to frame, as a real camera's does.
+    camera_noise: float = 0.0
     start_time: Optional[float] = None  # ROS time of the first message (default: now)
     min_duration_s: float = 0.0  # pad camera/audio to at least this long
     seed: int = 0
@@ -258,6 +261,9 @@ class MakeBagOptions:
             raise InputError('depth background must be > 0 m', kind='option')
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f'jpeg quality must be 1-100, got {self.jpeg_quality}',
+                             kind='option')
+        if not 0.0 <= self.camera_noise <= 64.0:
+            raise InputError(f'camera noise must be 0-64 grey levels, got {self.camera_noise}',
                              kind='option')
         for topic in (self.image_topic, self.audio_topic):
             if not topic.startswith('/'):
@@ -399,7 +405,13 @@ def _video_messages(sources: Sequence[CameraSource], options: MakeBagOptions, st
     index = 0
     rgb = None
 
+    rng = np.random.default_rng(options.seed + 1)  # another stream than the audio noise's
+
     def message(frame: np.ndarray, stamp: float) -> Any:
+        if options.camera_noise > 0:
+            grain = rng.normal(0.0, options.camera_noise, frame.shape).astype(np.float32)
+            noisy = frame.astype(np.float32) + grain
+            frame = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         if options.compressed:
             return compressed_image_message(store, frame, stamp, options.frame_id,
                                             options.jpeg_quality)

@@ -310,6 +310,10 @@ def setup_make_bag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sample-format', choices=('S16LE', 'S32LE', 'F32LE'), default='S16LE')
     parser.add_argument('--noise-dbfs', type=float, default=None,
                         help='add white noise at this level (e.g. -60) under the clips')
+    parser.add_argument('--camera-noise', type=float, default=0.0, metavar='SIGMA',
+                        help='add Gaussian sensor noise of this sigma (grey levels) to every '
+                        'frame, so a still scene changes a little per frame as with a real '
+                        'camera (default: 0, none)')
     parser.add_argument('--min-duration', type=float, default=0.0,
                         help='make the bag at least this long (holds the last frame)')
     parser.add_argument('--start-time', type=float, default=None,
@@ -338,8 +342,9 @@ def run_make_bag(args: argparse.Namespace) -> int:
         fps=args.fps, size=args.size, compressed=args.compressed,
         jpeg_quality=args.jpeg_quality, encoding=args.encoding, audio_rate=args.audio_rate,
         audio_chunk_s=args.audio_chunk_ms / 1000.0, sample_format=args.sample_format,
-        noise_dbfs=args.noise_dbfs, start_time=args.start_time,
-        min_duration_s=args.min_duration, seed=args.seed, progress=not args.no_progress,
+        noise_dbfs=args.noise_dbfs, camera_noise=args.camera_noise,
+        start_time=args.start_time, min_duration_s=args.min_duration, seed=args.seed,
+        progress=not args.no_progress,
         camera_info=args.camera_info, hfov_deg=args.hfov, depth=args.depth,
         depth_background_m=args.depth_background)
     info = make_bag(args.out, args.camera, args.wav, args.labels, options)
