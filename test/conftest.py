@@ -112,6 +112,7 @@ SLOW = {
     'test_bad_input.py::test_invalid_parameters_are_rejected_by_name',
     'test_bad_input.py::test_perception_node_survives_bad_images',
     'test_e2e_graph.py::test_camera_and_call_for_help_give_tracked_estimates_and_an_audio_alert',
+    'test_distress_order_ros.py',
     'test_e2e_graph.py::test_microphone_wav_source_gives_audio_only_alert',
     'test_evaluation.py::test_scripted_scenario_with_the_real_pipeline',
     'test_evaluation_live.py::test_live_graph_agrees_with_offline',
