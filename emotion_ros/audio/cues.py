@@ -25,7 +25,9 @@ import numpy as np
 
 from emotion_ros.audio.features import (ANALYSIS_RATE, FRAME_HOP, FRAME_LENGTH,
                                         FrameAnalyzer, FrameFeatures, StreamResampler)
-from emotion_ros.audio.detectors import (Decoded, DetectorRunner, HelpDetector, StallingDetector,
+from emotion_ros.audio.decode_queue import DecodeJob, DecodeQueue
+from emotion_ros.audio.detectors import (Decoded, DetectorRunner, HelpDetector, SlowDetector,
+                                         slow_seconds_from_env, StallingDetector,
                                          stall_after_from_env, Transcript)
 from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.pcm import check_rate_channels
@@ -119,6 +121,10 @@ class AudioCueConfig:
         'words plus this margin on each side (s), not the whole utterance', min=0.0, max=5.0)
     utterance_min_speech_s: float = field(0.1, 'Utterances with less voiced time are ignored '
                                           '(s)', min=0.0, max=5.0)
+    decode_queue_size: int = field(
+        8, 'Live node (background decoding): utterances and partial snapshots that may wait '
+        'for the help detector; a full queue drops the oldest partial first, then the oldest '
+        'utterance (counted, utterances_dropped, WARN in /diagnostics)', min=1, max=1000)
     detector_timeout_s: float = field(
         10.0, 'Watchdog: a decode taking longer is abandoned and the detector restarted '
         '(counted); 0 runs the detector inline without a watchdog', min=0.0, max=600.0)
@@ -271,9 +277,17 @@ class AudioCueExtractor:
     Not thread-safe: call it from one thread (the audio node's worker).
     Lifecycle: construct (cheap), ``load()``, ``push()`` any number of times,
     ``close()``.
+
+    Decoding: by default each utterance is decoded inline, in ``push()``
+    (deterministic: the offline evaluation and the benchmarks). With
+    ``background_decode`` (the live node) utterances go to a bounded
+    :class:`~emotion_ros.audio.decode_queue.DecodeQueue` decoded on a worker
+    thread, so a slow decode never delays the cue windows of later audio; the
+    transcripts come back in order from ``push()``/``poll()`` and a call's help
+    flag goes into the first window emitted after its decode finished.
     """
 
-    def __init__(self, cfg: AudioCueConfig) -> None:
+    def __init__(self, cfg: AudioCueConfig, background_decode: bool = False) -> None:
         """Build the extractor (no model loading yet).
 
         Raises:
@@ -291,6 +305,10 @@ class AudioCueExtractor:
             postroll_s=min(0.2, cfg.utterance_hangover_s), hangover_s=cfg.utterance_hangover_s,
             min_speech_s=cfg.utterance_min_speech_s, max_utterance_s=cfg.utterance_max_s)
         self._stall_after = stall_after_from_env()
+        self._slow_s = slow_seconds_from_env()
+        self.background_decode = bool(background_decode)
+        self._queue: Optional[DecodeQueue] = None
+        self._epoch = 0                        # counts streams (reset); tags queued jobs
         self.runner: Optional[DetectorRunner] = (
             DetectorRunner(self._make_detector, cfg.detector_timeout_s)
             if cfg.keyword_spotting else None)
@@ -335,6 +353,8 @@ class AudioCueExtractor:
                                          cfg.near_miss_margin)
         if self._stall_after is not None and generation == 0:
             detector = StallingDetector(detector, self._stall_after)
+        if self._slow_s is not None:
+            detector = SlowDetector(detector, self._slow_s)
         return detector
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -361,6 +381,10 @@ class AudioCueExtractor:
                     raise
                 self.detector_error = str(exc)
                 self.runner = None
+        if self.runner is not None and self.background_decode and (
+                self._queue is None or self._queue.closed):
+            self._queue = DecodeQueue(self.runner.decode, self.cfg.decode_queue_size)
+            self._queue.start()
         self._loaded = True
         self.reset()
 
@@ -371,6 +395,8 @@ class AudioCueExtractor:
 
     def close(self) -> None:
         """Free the models. Safe to call twice."""
+        if self._queue is not None:
+            self._queue.close()   # kept: its counters stay readable
         self._vad.close()
         if self.runner is not None:
             self.runner.close()
@@ -389,6 +415,7 @@ class AudioCueExtractor:
     # -- streaming ---------------------------------------------------------------------------
 
     def _reset_stream(self) -> None:
+        self._epoch += 1                       # decodes still queued belong to the old one
         self._origin: Optional[float] = None   # stamp of stream sample 0
         self._in_rate = 0
         self._in_count = 0                     # input samples since the origin
@@ -405,6 +432,7 @@ class AudioCueExtractor:
         self._partial_for: Optional[int] = None  # start of the open utterance partials follow
         self._partial_next = 0                 # stream position of its next partial decode
         self._partial_spans: List[Tuple[float, float]] = []  # calls its partials reported
+        self._partial_key: Optional[Tuple[int, int]] = None  # utterance those spans are of
         self._last_end = -1                    # end of the last emitted window
         self._next_end = self._window
 
@@ -517,7 +545,6 @@ class AudioCueExtractor:
         if self._partial_for != start:
             self._partial_for = start
             self._partial_next = start + self._partial_step
-            self._partial_spans = []
         if position < self._partial_next:
             return
         self._partial_next = position + self._partial_step
@@ -526,36 +553,67 @@ class AudioCueExtractor:
             self._decode(utterance, partial=True)
 
     def _decode(self, utterance: Utterance, partial: bool = False) -> None:
-        """Decode one closed utterance; keep its transcript and its help decision.
+        """Decode one closed utterance (or a partial snapshot): inline, or queue it for the
+        background decoder (``background_decode``); ``_finish`` keeps what came of it."""
+        assert self.runner is not None and self._origin is not None
+        if not partial:
+            self.utterances += 1
+        if self._queue is not None:
+            self._queue.put(DecodeJob(utterance, partial, self._origin, self._epoch))
+            return
+        t0 = time.perf_counter()
+        job = DecodeJob(utterance, partial, self._origin, self._epoch)
+        try:
+            job.decoded = self.runner.decode(utterance.audio)
+        except Exception as exc:  # any detector failure is counted, never fatal
+            job.error = exc
+        job.elapsed = time.perf_counter() - t0
+        self._finish(job, late=False)
+
+    def _collect(self) -> None:
+        """Take the background decoder's finished jobs, in the order they were queued."""
+        if self._queue is not None:
+            for job in self._queue.take_done():
+                self._finish(job, late=True)
+
+    def poll(self) -> None:
+        """Take the transcripts the background decoder finished (``pop_transcripts`` gives
+        them); their help flags go into the next window. A no-op when decoding inline."""
+        self._collect()
+
+    def _finish(self, job: DecodeJob, late: bool) -> None:
+        """Keep the transcript of one decoded utterance and its help decision.
 
         ``partial``: an early decode of the open utterance; kept only when it located a
         call that ends at least ``PARTIAL_GUARD_S`` before the audio does (a word cut by
         the snapshot's end is not trusted) and that no earlier partial decode of the
         utterance reported, as a ``partial`` transcript with those spans and a help cue.
+        ``late`` (background decoding): the help flag goes into the next window emitted,
+        not the one in which the utterance closed (already emitted).
         """
-        assert self.runner is not None and self._origin is not None
+        assert self.runner is not None
+        utterance, partial, decoded = job.utterance, job.partial, job.decoded
+        origin = job.origin
         if partial:
             self.partial_decodes += 1
-        else:
-            self.utterances += 1
-        t0 = time.perf_counter()
         status = 'ok'
-        try:
-            decoded = self.runner.decode(utterance.audio)
-        except Exception as exc:  # any detector failure is counted, never fatal
+        if job.error is not None:
             decoded = None
             status = 'error'
             self.decode_errors += 1
-            self.last_error = f'{type(exc).__name__}: {exc}'
-        if decoded is None and status == 'ok':
+            self.last_error = f'{type(job.error).__name__}: {job.error}'
+        elif decoded is None:
             status = 'timeout'
             self.decode_timeouts += 1
             self.last_error = (f'decode took more than {self.cfg.detector_timeout_s} s; '
                                f'detector restarted')
-        elapsed = time.perf_counter() - t0
+        elapsed = job.elapsed
         if partial:
             # Only calls located before the snapshot's last PARTIAL_GUARD_S and not
             # reported by an earlier partial decode of this utterance.
+            if self._partial_key != job.key:
+                self._partial_key = job.key
+                self._partial_spans = []
             length_s = utterance.audio.size / ANALYSIS_RATE
             base = utterance.audio_start / ANALYSIS_RATE
             new = tuple(
@@ -576,23 +634,53 @@ class AudioCueExtractor:
             self.utterances_decoded += 1
         spans = ()
         if decoded.help_detected and decoded.help_spans:
-            base = self._origin + utterance.audio_start / ANALYSIS_RATE
+            base = origin + utterance.audio_start / ANALYSIS_RATE
             margin = self.cfg.help_span_margin_s
             length_s = utterance.audio.size / ANALYSIS_RATE
             spans = tuple((base + max(0.0, a - margin), base + min(length_s, b + margin))
                           for a, b in decoded.help_spans)
         detector = self.runner.detector
         self._transcripts.append(Transcript(
-            start=self._origin + utterance.start / ANALYSIS_RATE,
-            end=self._origin + utterance.end / ANALYSIS_RATE,
+            start=origin + utterance.start / ANALYSIS_RATE,
+            end=origin + utterance.end / ANALYSIS_RATE,
             text=decoded.text, language=decoded.language, confidence=decoded.confidence,
             help_detected=bool(decoded.help_detected), help_phrase=decoded.help_phrase,
             help_score=float(decoded.help_score), detector=detector.name,
             model_id=detector.model_id, decode_s=elapsed, status=status,
             no_speech_prob=float(decoded.no_speech_prob),
             avg_logprob=float(decoded.avg_logprob), help_spans=spans))
-        self._helps.append((utterance.closed_at, decoded.help_phrase if decoded.help_detected
-                            else '', float(decoded.help_score)))
+        if job.epoch != self._epoch:
+            return  # decoded after its stream ended: a transcript, no window to flag
+        closed = max(utterance.closed_at, self._last_end + 1) if late else utterance.closed_at
+        self._helps.append((closed, decoded.help_phrase if decoded.help_detected else '',
+                            float(decoded.help_score)))
+
+    # -- background decoder health ------------------------------------------------------
+
+    @property
+    def utterances_dropped(self) -> int:
+        """Utterances the full decode queue dropped (never decoded)."""
+        return self._queue.utterances_dropped if self._queue is not None else 0
+
+    @property
+    def partials_dropped(self) -> int:
+        """Partial snapshots the full decode queue dropped."""
+        return self._queue.partials_dropped if self._queue is not None else 0
+
+    @property
+    def partials_superseded(self) -> int:
+        """Partial snapshots replaced, before decoding, by a newer one of their utterance."""
+        return self._queue.partials_superseded if self._queue is not None else 0
+
+    @property
+    def decode_queue_length(self) -> int:
+        """Utterances and snapshots waiting for the background decoder."""
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def decode_queue_wait_s(self) -> float:
+        """How long the last decoded job waited in the queue (s)."""
+        return self._queue.last_wait_s if self._queue is not None else 0.0
 
     def pop_transcripts(self) -> List[Transcript]:
         """The transcripts of the utterances decoded since the last call, in stream order."""
@@ -604,6 +692,9 @@ class AudioCueExtractor:
         if self._loaded and self.runner is not None and self._origin is not None:
             for utterance in self._segmenter.flush(self._vad_next):
                 self._decode(utterance)
+        if self._queue is not None and not self._queue.closed:
+            self._queue.wait_idle()  # the detector's watchdog bounds each decode
+            self._collect()
         return self.pop_transcripts()
 
     @property
@@ -613,6 +704,7 @@ class AudioCueExtractor:
 
     def _emit(self, end: int) -> AudioCueResult:
         self._advance(end)
+        self._collect()
         start = end - self._window
         cfg = self.cfg
         # Voice activity: the highest probability after a 3-frame median, so

@@ -22,6 +22,8 @@ For tests, the environment variable ``EMOTION_ROS_TEST_STALL_DETECTOR=N``
 wraps the configured detector so that every decode after the N-th blocks
 forever (a stalled decoder, as a hung library or a lost GPU would look);
 the rebuilt detector after a watchdog restart decodes normally again.
+``EMOTION_ROS_TEST_SLOW_DETECTOR=S`` makes every decode take S seconds longer (a
+detector slower than the audio comes in: the audio node's decode queue then drops).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from emotion_ros.errors import EmotionRosError
 
 #: Environment variable of the test-only stalling detector (see the module docstring).
 STALL_ENV = 'EMOTION_ROS_TEST_STALL_DETECTOR'
+#: Environment variable of the test-only slow detector (see the module docstring).
+SLOW_ENV = 'EMOTION_ROS_TEST_SLOW_DETECTOR'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +153,46 @@ class StallingDetector(HelpDetector):
     def close(self) -> None:
         """Close the wrapped detector (and release nothing: a stalled decode stays stalled)."""
         self._inner.close()
+
+
+class SlowDetector(HelpDetector):
+    """Test-only: decodes like ``inner``, then waits ``delay_s`` more (a slow detector)."""
+
+    def __init__(self, inner: HelpDetector, delay_s: float) -> None:
+        """Wrap ``inner``; each decode takes ``delay_s`` seconds longer."""
+        self._inner = inner
+        self.delay_s = float(delay_s)
+        self.name = inner.name
+
+    @property
+    def model_id(self) -> str:
+        """The wrapped detector's model."""
+        return self._inner.model_id
+
+    def load(self) -> None:
+        """Load the wrapped detector."""
+        self._inner.load()
+
+    def decode(self, audio: np.ndarray) -> Decoded:
+        """The wrapped detector's answer, ``delay_s`` later."""
+        result = self._inner.decode(audio)
+        time.sleep(self.delay_s)
+        return result
+
+    def close(self) -> None:
+        """Close the wrapped detector."""
+        self._inner.close()
+
+
+def slow_seconds_from_env() -> Optional[float]:
+    """The S of ``EMOTION_ROS_TEST_SLOW_DETECTOR=S``, or None when unset/empty."""
+    value = os.environ.get(SLOW_ENV, '').strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise EmotionRosError(f'{SLOW_ENV}={value!r}: expected seconds (a number)') from None
 
 
 def stall_after_from_env() -> Optional[int]:

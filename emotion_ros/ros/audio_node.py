@@ -2,8 +2,12 @@
 
 The subscription callback decodes and queues the samples (bounded); a timer
 in its own callback group runs the cue extractor (voice activity,
-utterances, the call-for-help detector behind a watchdog, scream/cry,
-arousal), so decoding never blocks message reception. /diagnostics reports
+utterances, scream/cry, arousal), so decoding never blocks message reception.
+Each closed utterance goes to the extractor's bounded decode queue, decoded on
+a worker thread by the call-for-help detector behind its watchdog, so a slow
+decode never delays the cue windows of later audio; a full queue drops the
+oldest partial snapshot first, then the oldest utterance (counted,
+``utterances_dropped``, WARN). /diagnostics reports
 the stream's continuity (frames received vs expected from their stamps,
 gaps, jumps, restarts) and the detector's health (utterances decoded,
 latency, time since the last decoded utterance while voice is active,
@@ -49,7 +53,7 @@ class AudioNode(Node):
         self.health = NodeHealth(self)
         # Read-only parameters: the extractor's models are built from them at start-up.
         self.config = declare_config(self, AudioNodeConfig)
-        self.extractor = AudioCueExtractor(self.config.cues)
+        self.extractor = AudioCueExtractor(self.config.cues, background_decode=True)
         # A help detector that cannot be loaded (missing wheel or model folder) leaves the
         # node running with the other cues; /diagnostics reports it at ERROR.
         self.extractor.load(keep_going_without_detector=True)
@@ -78,6 +82,8 @@ class AudioNode(Node):
         self._voice_since: Optional[float] = None   # voice heard, not yet decoded, since
         self._last_restart_t = -1e18
         self._restarts_seen = 0
+        self._drops_seen = 0
+        self._last_drop_t = -1e18
         self._pub = self.create_publisher(AudioCues, 'audio_cues', 10)
         self._transcript_pub = self.create_publisher(
             Transcript, 'transcripts', reliability_qos('reliable', depth=20))
@@ -151,7 +157,7 @@ class AudioNode(Node):
         while True:
             with self._queue_lock:
                 if not self._queue:
-                    return
+                    break
                 samples, rate, stamp, frame_id = self._queue.popleft()
             t0 = time.perf_counter()
             try:
@@ -173,6 +179,10 @@ class AudioNode(Node):
                 self._cues += 1
                 self._helps += int(cues.help_detected)
                 self._pub.publish(conversions.cues_to_msg(cues, frame_id))
+        # Transcripts the background decoder finished while no audio came in.
+        self.extractor.poll()
+        for utterance in self.extractor.pop_transcripts():
+            self._publish_transcript(utterance, self._frame_id)
 
     def _publish_transcript(self, t: DecodedUtterance, frame_id: str) -> None:
         now = time.monotonic()
@@ -197,6 +207,10 @@ class AudioNode(Node):
         if restarts > self._restarts_seen:
             self._restarts_seen = restarts
             self._last_restart_t = now
+        dropped = ex.utterances_dropped
+        if dropped > self._drops_seen:
+            self._drops_seen = dropped
+            self._last_drop_t = now
         values = {
             'frames_received': self.monitor.frames, 'input_rate_hz': self._in_rate.rate,
             **self.monitor.values(),
@@ -213,6 +227,11 @@ class AudioNode(Node):
             'detector_restarts': restarts,
             'detector_latency_ms': self._latency_ms, 'detector_busy_s': busy,
             'since_decoded_while_voiced_s': pending,
+            'decode_queue_length': ex.decode_queue_length,
+            'decode_queue_size': self.config.cues.decode_queue_size,
+            'decode_queue_wait_ms': ex.decode_queue_wait_s * 1e3,
+            'utterances_dropped': dropped, 'partials_dropped': ex.partials_dropped,
+            'partials_superseded': ex.partials_superseded,
         }
         level, message = DiagnosticStatus.OK, 'ok'
         if ex.detector_error:
@@ -241,6 +260,11 @@ class AudioNode(Node):
             elif ex.decode_errors and ex.last_error and level == DiagnosticStatus.OK and \
                     now - self._last_decoded > RESTART_WARN_S and pending > 0:
                 level, message = DiagnosticStatus.WARN, f'help detector errors: {ex.last_error}'
+            elif now - self._last_drop_t < RESTART_WARN_S:
+                level, message = DiagnosticStatus.WARN, (
+                    f'help detector behind: {dropped} utterance(s) dropped undecoded from '
+                    f'the full decode queue (decode_queue_size '
+                    f'{self.config.cues.decode_queue_size})')
         if level == DiagnosticStatus.OK and self._dropped:
             message = f'ok ({self._dropped} chunks dropped: processing fell behind)'
         self.diagnostics.publish(values, level=level, message=message,
