@@ -155,6 +155,39 @@ def test_a_stuck_decoder_never_delays_the_cues_and_a_full_queue_drops_counted():
     assert abs(starts[-1] - 100.0 - places[-1].start) < 0.4
 
 
+def test_partial_snapshots_of_long_speech_decode_in_the_background_as_inline():
+    """A call at the start of 9 s of running speech (one long utterance, flite voice):
+    with a background decoder that keeps up (the test waits for it after each chunk),
+    the partial snapshot reports the call, located on it, before the utterance closes,
+    the utterance is transcribed once, and all transcripts (partial ones included) are
+    those of inline decoding."""
+    import test_help_detection as thd
+
+    audio, c0, c1 = thd._call_in_long_speech('flite:awb')
+    results = {}
+    for background in (False, True):
+        ex = AudioCueExtractor(AudioCueConfig(), background_decode=background)
+        ex.load()
+        transcripts = []
+        for i in range(0, audio.size, 1600):
+            ex.push(audio[i:i + 1600], RATE, i / RATE)
+            if background:
+                ex._queue.wait_idle(60)
+                ex.poll()
+            transcripts.extend(ex.pop_transcripts())
+        transcripts.extend(ex.flush())
+        ex.close()
+        results[background] = [(t.start, t.end, t.text, t.status, t.help_detected,
+                                t.help_spans) for t in transcripts]
+        assert ex.utterances_dropped == 0 and ex.partials_dropped == 0
+    assert results[True] == results[False]
+    statuses = [r[3] for r in results[True]]
+    assert 'partial' in statuses and statuses.index('partial') < statuses.index('ok')
+    partial = results[True][statuses.index('partial')]
+    a, b = partial[5][0]
+    assert a < c1 + 0.3 and b > c0 - 0.3
+
+
 def _utt(start, n=1600):
     return Utterance(start=start, end=start + n, audio_start=start,
                      audio=np.full(n, start / 1e6, np.float32), closed_at=start + n)
