@@ -32,6 +32,7 @@ from emotion_ros.audio.detectors import Transcript as DecodedUtterance
 from emotion_ros.audio.messages import AudioDecoder, RawAudioFormat, transcript_of
 from emotion_ros.audio.stream_monitor import StreamMonitor
 from emotion_ros.errors import ConfigError, EmotionRosError, InputError
+from emotion_ros.pipeline import run_audio_stage
 from emotion_ros.config.nodes import AudioNodeConfig
 from emotion_ros.ros import conversions
 from emotion_ros.ros.diagnostics import Diagnostics, RateMeter
@@ -159,9 +160,9 @@ class AudioNode(Node):
                 if not self._queue:
                     break
                 samples, rate, stamp, frame_id = self._queue.popleft()
-            t0 = time.perf_counter()
             try:
-                results = self.extractor.push(samples, rate, stamp)
+                # The stage the bag evaluation runs (OfflinePipeline), chunk by chunk.
+                output = run_audio_stage(self.extractor, samples, rate, stamp)
             except InputError as exc:
                 self.bad_inputs.report(exc.kind, str(exc))
                 continue
@@ -169,13 +170,13 @@ class AudioNode(Node):
                 self.bad_inputs.report('extractor', str(exc))
                 self.extractor.reset()
                 continue
-            self._proc_ms = 0.8 * self._proc_ms + 0.2 * (time.perf_counter() - t0) * 1e3
-            for utterance in self.extractor.pop_transcripts():
+            self._proc_ms = 0.8 * self._proc_ms + 0.2 * output.ms
+            for utterance in output.utterances:
                 self._publish_transcript(utterance, frame_id)
             now = time.monotonic()
             if self.extractor.in_speech and self._voice_since is None:
                 self._voice_since = now
-            for cues in results:
+            for cues in output.cues:
                 self._cues += 1
                 self._helps += int(cues.help_detected)
                 self._pub.publish(conversions.cues_to_msg(cues, frame_id))
