@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,8 +53,12 @@ DETECT_WINDOW_S = 8.0  # a detection stamped up to this long after the call's st
 DELIVERY_MARGIN_S = 7.0  # a call is judged this long after its window (cues still in flight)
 
 
-def build_help_wav(path: Path, period_s: float, seed: int = 0) -> None:
-    """A ``period_s`` WAV: quiet room noise with a call for help at CALL_OFFSET_S."""
+def build_help_wav(path: Path, period_s: float, seed: int = 0) -> float:
+    """A ``period_s`` WAV: quiet room noise with a call for help at CALL_OFFSET_S.
+
+    Returns:
+        The call's length in seconds.
+    """
     from emotion_ros.audio.features import resample
     from emotion_ros.audio.pcm import read_wav, write_wav
     if shutil.which('espeak-ng') is None:
@@ -72,6 +76,7 @@ def build_help_wav(path: Path, period_s: float, seed: int = 0) -> None:
                  f' s from {CALL_OFFSET_S} s)')
     track[start:start + speech.size] += 0.8 * speech / max(1e-6, float(np.abs(speech).max()))
     write_wav(path, track, AUDIO_RATE)
+    return speech.size / AUDIO_RATE
 
 
 def camera_frames() -> Dict[str, np.ndarray]:
@@ -158,6 +163,11 @@ class Driver:
         self.counts = {'estimates': 0, 'persons': 0, 'cues': 0, 'alerts': 0,
                        'help_alerts': 0, 'frames_sent': 0}
         self.help_stamps: List[float] = []
+        # (arrival wall time, stamp) of help cues and of alerts naming help: the live delay.
+        self.help_cue_arrivals: List[Tuple[float, float]] = []
+        self.help_alert_arrivals: List[Tuple[float, float]] = []
+        # (stamp, arrival wall time) of every audio message: when a call's end was heard.
+        self.audio_arrivals: List[Tuple[float, float]] = []
         self.first_audio_stamp: Optional[float] = None
         self.audio_starts: List[float] = []
         self.last_audio_stamp = -1.0
@@ -183,14 +193,17 @@ class Driver:
         self.counts['cues'] += 1
         if msg.help_detected:
             self.help_stamps.append(self._stamp(msg))
+            self.help_cue_arrivals.append((time.time(), self._stamp(msg)))
 
     def _on_alert(self, msg) -> None:
         self.counts['alerts'] += 1
         if any('help' in reason.lower() for reason in msg.reasons):
             self.counts['help_alerts'] += 1
+            self.help_alert_arrivals.append((time.time(), self._stamp(msg)))
 
     def _on_audio(self, msg) -> None:
         stamp = self._stamp(msg)
+        self.audio_arrivals.append((stamp, time.time()))
         # The microphone starts after a delay, once we listen: the first frame is the start
         # of the file. A stamp going back or jumping ahead means its source was restarted
         # (the file starts over): calls are then counted from the new start.
@@ -234,6 +247,32 @@ class Driver:
             (heard >= t - 1.0) & (heard <= t + DETECT_WINDOW_S)))
         self.call_times = calls
         return {'calls': len(calls), 'detected': int(detected)}
+
+    def call_delays(self, call_s: float) -> Dict[str, Any]:
+        """Seconds from the end of each counted call to the arrival of its first help cue
+        and of the first alert naming help, with p50/p95.
+
+        The end of a call is when the audio message holding its last sample arrived here
+        (the microphone source's stamps need not follow this machine's wall clock), so the
+        delay is the graph's: decoding, queues, fusion and transport.
+        """
+        import bisect
+        stamps = [stamp for stamp, _ in self.audio_arrivals]
+        out: Dict[str, Any] = {}
+        for name, arrivals in (('cue', self.help_cue_arrivals),
+                               ('alert', self.help_alert_arrivals)):
+            delays = []
+            for t in getattr(self, 'call_times', []):
+                late = [wall for wall, stamp in arrivals
+                        if t - 1.0 <= stamp <= t + DETECT_WINDOW_S]
+                k = bisect.bisect_right(stamps, t + call_s) - 1  # the message with the end
+                if late and k >= 0:
+                    delays.append(min(late) - self.audio_arrivals[k][1])
+            out[name] = {'n': len(delays), 'delays_s': delays}
+            if delays:
+                out[name].update(p50=float(np.percentile(delays, 50)),
+                                 p95=float(np.percentile(delays, 95)))
+        return out
 
     def close(self) -> None:
         """Destroy the driver node."""
@@ -331,7 +370,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     src = Path(args.src).resolve()
     wav = out / 'help_loop.wav'
-    build_help_wav(wav, args.help_period_s)
+    args.call_s = build_help_wav(wav, args.help_period_s)
     frames = camera_frames()
     stop = {'now': False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -424,6 +463,7 @@ def _run(args, out: Path, src: Path, commit: str, machine: dict, graph: Graph, d
     result['diagnostics_at_end'] = driver.diagnostics
     result['help_call_stamps'] = getattr(driver, 'call_times', [])
     result['help_detected_stamps'] = driver.help_stamps
+    result['call_delays'] = driver.call_delays(args.call_s)
     result['audio_starts'] = driver.audio_starts
     result['levels_at_end'] = driver.levels
     driver.close()
@@ -457,6 +497,10 @@ def _run(args, out: Path, src: Path, commit: str, machine: dict, graph: Graph, d
     help_final = result['help_final']
     print(f'help calls detected: {help_final.get("detected")}/{help_final.get("calls")}; '
           f'alerts naming help: {samples[-1]["help_alerts"] if samples else 0}')
+    for name, d in result['call_delays'].items():
+        if d['n']:
+            print(f'end of call -> first {name} naming help (arrival, wall clock): '
+                  f'p50 {d["p50"]:.2f} s, p95 {d["p95"]:.2f} s over {d["n"]} calls')
     print(f'wrote {out / "soak.json"} and {out / "soak.png"}')
     return 0
 
