@@ -123,15 +123,12 @@ class HelpDetector(abc.ABC):
         """Free the model. Safe to call twice."""
 
 
-class StallingDetector(HelpDetector):
-    """Test-only: behaves like ``inner`` for ``after`` decodes, then blocks forever."""
+class _WrappedDetector(HelpDetector):
+    """Test-only base: a detector that behaves like ``inner`` except for its decodes."""
 
-    def __init__(self, inner: HelpDetector, after: int) -> None:
-        """Wrap ``inner``; decode number ``after + 1`` and later never return."""
+    def __init__(self, inner: HelpDetector) -> None:
+        """Wrap ``inner`` (its name, model, loading and closing)."""
         self._inner = inner
-        self._after = after
-        self._count = 0
-        self._never = threading.Event()
         self.name = inner.name
 
     @property
@@ -142,6 +139,22 @@ class StallingDetector(HelpDetector):
     def load(self) -> None:
         """Load the wrapped detector."""
         self._inner.load()
+
+    def close(self) -> None:
+        """Close the wrapped detector."""
+        self._inner.close()
+
+
+class StallingDetector(_WrappedDetector):
+    """Test-only: behaves like ``inner`` for ``after`` decodes, then blocks forever."""
+
+    def __init__(self, inner: HelpDetector, after: int) -> None:
+        """Wrap ``inner``; decode number ``after + 1`` and later never return (closing
+        releases nothing: a stalled decode stays stalled)."""
+        super().__init__(inner)
+        self._after = after
+        self._count = 0
+        self._never = threading.Event()
 
     def decode(self, audio: np.ndarray) -> Decoded:
         """Decode, or block forever once ``after`` decodes have been made."""
@@ -150,38 +163,20 @@ class StallingDetector(HelpDetector):
             self._never.wait()
         return self._inner.decode(audio)
 
-    def close(self) -> None:
-        """Close the wrapped detector (and release nothing: a stalled decode stays stalled)."""
-        self._inner.close()
 
-
-class SlowDetector(HelpDetector):
+class SlowDetector(_WrappedDetector):
     """Test-only: decodes like ``inner``, then waits ``delay_s`` more (a slow detector)."""
 
     def __init__(self, inner: HelpDetector, delay_s: float) -> None:
         """Wrap ``inner``; each decode takes ``delay_s`` seconds longer."""
-        self._inner = inner
+        super().__init__(inner)
         self.delay_s = float(delay_s)
-        self.name = inner.name
-
-    @property
-    def model_id(self) -> str:
-        """The wrapped detector's model."""
-        return self._inner.model_id
-
-    def load(self) -> None:
-        """Load the wrapped detector."""
-        self._inner.load()
 
     def decode(self, audio: np.ndarray) -> Decoded:
         """The wrapped detector's answer, ``delay_s`` later."""
         result = self._inner.decode(audio)
         time.sleep(self.delay_s)
         return result
-
-    def close(self) -> None:
-        """Close the wrapped detector."""
-        self._inner.close()
 
 
 def slow_seconds_from_env() -> Optional[float]:

@@ -30,8 +30,8 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 import numpy as np
 
 from emotion_ros.errors import InputError
-from emotion_ros.evaluation.runner import (default_pipeline, METRICS_FILE, PathLike,
-                                           PipelineFactory, PROGRESS_FILE, RUN_FILE,
+from emotion_ros.evaluation.runner import (default_pipeline, guard_output_dir, METRICS_FILE,
+                                           PathLike, PipelineFactory, PROGRESS_FILE, RUN_FILE,
                                            RunOptions, _write_json)
 from emotion_ros.evaluation.scoring import EvalConfig, to_json_safe
 
@@ -187,17 +187,7 @@ def prepare_batch_dir(out: Path, names: Sequence[str], overwrite: bool) -> Path:
     Raises:
         InputError: ``output_exists`` naming the folder and what to do.
     """
-    if out.exists() and not out.is_dir():
-        raise InputError(f'output path {out} exists and is not a folder', kind='output_exists')
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f'output folder {out} exists and is not empty; choose another '
-                             '--out or pass --overwrite to replace a previous evaluation',
-                             kind='output_exists')
-        if not (out / SUMMARY_JSON).is_file():
-            raise InputError(f'output folder {out} is not empty and does not hold a previous '
-                             f'multi-bag evaluation ({SUMMARY_JSON} missing); refusing to '
-                             'overwrite it', kind='output_exists')
+    if guard_output_dir(out, overwrite, SUMMARY_JSON, 'multi-bag evaluation'):
         for name in names:
             sub = out / name
             if sub.exists() and (not sub.is_dir() or (any(sub.iterdir()) and

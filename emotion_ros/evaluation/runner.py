@@ -109,6 +109,32 @@ def default_pipeline(robot: Any) -> Any:
 
 
 # ------------------------------------------------------------- output folder
+def guard_output_dir(out: Path, overwrite: bool, marker: str, what: str) -> bool:
+    """Refuse an output folder whose contents a run would replace without being asked.
+
+    Returns:
+        True when ``out`` holds a previous ``what`` (its ``marker`` file) that
+        ``overwrite`` allows replacing; False when it is missing or empty.
+
+    Raises:
+        InputError: ``output_exists`` when ``out`` is a file, is not empty and
+            ``overwrite`` is off, or is not empty and holds no ``marker``.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f'output path {out} exists and is not a folder', kind='output_exists')
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if not overwrite:
+        raise InputError(f'output folder {out} exists and is not empty; choose another '
+                         '--out or pass --overwrite to replace a previous evaluation',
+                         kind='output_exists')
+    if not (out / marker).is_file():
+        raise InputError(f'output folder {out} is not empty and does not hold a previous '
+                         f'{what} ({marker} missing); refusing to overwrite it',
+                         kind='output_exists')
+    return True
+
+
 def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
     """Create the output folder; an existing non-empty one is never silently overwritten.
 
@@ -120,17 +146,7 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
         InputError: ``output_exists`` naming the folder and what to do.
     """
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f'output path {out} exists and is not a folder', kind='output_exists')
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f'output folder {out} exists and is not empty; choose another '
-                             '--out or pass --overwrite to replace a previous evaluation',
-                             kind='output_exists')
-        if not (out / RUN_FILE).exists():
-            raise InputError(f'output folder {out} is not empty and does not hold a previous '
-                             f'evaluation ({RUN_FILE} missing); refusing to overwrite it',
-                             kind='output_exists')
+    if guard_output_dir(out, overwrite, RUN_FILE, 'evaluation'):
         for name in OUTPUT_FILES:
             target = out / name
             if target.is_file():
