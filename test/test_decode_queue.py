@@ -263,7 +263,8 @@ def test_node_with_a_slow_detector_drops_counted_in_diagnostics_and_keeps_its_cu
     from emotion_ros_msgs.msg import AudioCues, AudioFrame, Transcript
     from emotion_ros.ros import conversions
 
-    node = start_node('audio_node', '--ros-args', '-p', 'vad_backend:=energy',
+    node = start_node('audio_node', '--ros-args', '-p', 'background_decode:=true',
+                      '-p', 'vad_backend:=energy',
                       '-p', 'decode_queue_size:=1', '-p', 'utterance_partial_s:=0.0',
                       '-p', 'diagnostics_period_s:=0.3',
                       env={'EMOTION_ROS_TEST_SLOW_DETECTOR': '4.0'})

@@ -54,7 +54,8 @@ class AudioNode(Node):
         self.health = NodeHealth(self)
         # Read-only parameters: the extractor's models are built from them at start-up.
         self.config = declare_config(self, AudioNodeConfig)
-        self.extractor = AudioCueExtractor(self.config.cues, background_decode=True)
+        self.extractor = AudioCueExtractor(self.config.cues,
+                                           background_decode=self.config.cues.background_decode)
         # A help detector that cannot be loaded (missing wheel or model folder) leaves the
         # node running with the other cues; /diagnostics reports it at ERROR.
         self.extractor.load(keep_going_without_detector=True)
