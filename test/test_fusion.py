@@ -550,6 +550,37 @@ def test_two_separate_calls_in_empty_scene_after_people_left():
     assert len(open_incidents(fusion)) == 2
 
 
+@pytest.mark.parametrize('late_s', [0.0, 0.5, 1.0, 2.0, 2.9])
+@pytest.mark.parametrize('gap_s', [3.3, 4.0, 6.0])
+def test_a_late_stamped_help_window_does_not_swallow_the_next_call(late_s, gap_s):
+    """A call's help flag may reach the fusion in a cue window stamped up to seconds after
+    the words (a decode that finished later, the live node's background decoding). The next
+    call, whose words start more than help_hold_s after the first call's words ended, is a
+    new call all the same: with nobody in view by then it opens its own audio-only incident
+    and alerts, whatever the delay of the first call's flag. Calls closer than help_hold_s
+    stay one call."""
+    cfg = FusionConfig()
+    for gap, separate in ((gap_s, True), (1.0, False)):
+        fusion = DistressFusion(cfg)
+        alerts = run(fusion, [frame(t * 0.2, [person(1, valence=5.0)]) for t in range(30)])
+        words_end = 5.5
+        alerts += fusion.update_transcript(Transcript(
+            stamp=5.0, end=words_end, frame_id='mic', text='Help!', help_detected=True,
+            help_phrase='help'))
+        alerts += fusion.update_audio(cues(words_end + late_s, help_detected=True), 'mic')
+        alerts += run(fusion, [frame(6.0 + t * 0.2, []) for t in range(30)])
+        start2 = words_end + gap
+        alerts += fusion.update_transcript(Transcript(
+            stamp=start2, end=start2 + 0.4, frame_id='mic', text='Help!',
+            help_detected=True, help_phrase='help'))
+        incidents = {a.incident_id for a in alerts}
+        if separate and start2 - 6.0 > cfg.help_join_s:  # the people left at 6 s
+            assert len(incidents) == 2, (gap, late_s, alerts)
+            assert alerts[-1].track_id == Alert.AUDIO_ONLY
+        elif not separate:
+            assert len(incidents) == 1, (gap, late_s, alerts)
+
+
 @pytest.mark.parametrize('order', ['before', 'after'])
 @pytest.mark.parametrize('period_s', [0.2, 0.5, 1.0])
 def test_a_second_person_next_to_an_incident_is_not_merged(order, period_s):

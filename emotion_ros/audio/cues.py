@@ -122,11 +122,9 @@ class AudioCueConfig:
     utterance_min_speech_s: float = field(0.1, 'Utterances with less voiced time are ignored '
                                           '(s)', min=0.0, max=5.0)
     background_decode: bool = field(
-        False, 'Live node: decode utterances on a worker thread behind a bounded queue '
-        '(decode_queue_size), so a slow decode never holds up the cue windows; off: decode '
-        'inside the processing loop (the offline evaluation always does). Off by default: '
-        'with it on, the second call of the demo (an empty scene) joined the incident of the '
-        'first call live instead of opening its own (docs/audio.md)')
+        True, 'Live node: decode utterances on a worker thread behind a bounded queue '
+        '(decode_queue_size), so a slow decode never holds up the cue windows; false: decode '
+        'inside the processing loop (the offline evaluation always does)')
     decode_queue_size: int = field(
         8, 'Live node (background decoding): utterances and partial snapshots that may wait '
         'for the help detector; a full queue drops the oldest partial first, then the oldest '

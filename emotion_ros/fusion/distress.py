@@ -274,6 +274,9 @@ class _Audio:
     help_words: List[str] = dataclasses.field(default_factory=list)
     target: Optional[int] = None   # incident the current call/scream is attributed to
     help_cues: Optional[AudioCueResult] = None  # the cue window that heard the current call
+    # End of the newest help transcript (fusion time): the words' own time, which a cue
+    # window reporting a call after its decode finished (stamped later) does not give.
+    help_words_end_t: float = -math.inf
     transcript: Optional[Transcript] = None
     frame_id: str = ''
     stamp: float = 0.0
@@ -497,6 +500,13 @@ class DistressFusion:
         audio.transcript = transcript
         audio.frame_id, audio.stamp = frame_id, stamp
         if transcript.help_detected:
+            # Words spoken more than help_hold_s after the previous call's words are a new
+            # call, even when a late-stamped cue window of that call still holds it.
+            start_t = t - max(0.0, stamp - transcript.stamp) if math.isfinite(
+                transcript.stamp) else t
+            if start_t - audio.help_words_end_t > self.config.help_hold_s:
+                audio.help_until_t = -math.inf
+            audio.help_words_end_t = t
             self._hear_help(audio, t, [transcript.help_phrase] if transcript.help_phrase
                             else [])
         alerts = self._attribute_audio(audio, t, stamp, frame_id, transcript.help_detected)
