@@ -70,3 +70,13 @@ def publish_audio(node_spin, pub, audio, t0, frame_id='mic_test', speed=2.0, rat
         node_spin(0.005)
         while time.monotonic() < due:
             node_spin(max(0.001, min(0.02, due - time.monotonic())))
+
+
+def latest_status(arrays, name: str = 'emotion_ros: audio_node'):
+    """Key/values and the status itself of the newest DiagnosticStatus called ``name`` in the
+    received DiagnosticArrays (``({}, None)`` before one arrived)."""
+    for array in reversed(arrays):
+        for status in array.status:
+            if status.name == name:
+                return {kv.key: kv.value for kv in status.values}, status
+    return {}, None

@@ -7,18 +7,9 @@ the node's first detector blocks forever from its (N+1)-th decode on.
 import numpy as np
 
 from conftest import wait_until
-from rosgraph import publish_audio
+from rosgraph import latest_status, publish_audio
 from emotion_ros.audio.synth import build_stream, RATE, set_rms_dbfs, speak
 from emotion_ros.ros import conversions
-
-
-def _diag(arrays, name='emotion_ros: audio_node'):
-    """Key/values and level of the latest audio_node status."""
-    for array in reversed(arrays):
-        for status in array.status:
-            if status.name == name:
-                return {kv.key: kv.value for kv in status.values}, status
-    return {}, None
 
 
 def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node, ros_node):
@@ -46,11 +37,12 @@ def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node,
     publish_audio(ros_node.spin, pub, audio, t0)
 
     def restarted():
-        values, _status = _diag(diags)
+        values, _status = latest_status(diags)
         return (values.get('detector_restarts') == '1' and len(transcripts) >= 3
                 and int(values.get('utterances_decoded', 0)) >= 3)
-    assert wait_until(restarted, 90, ros_node.spin), (_diag(diags)[0], node.output()[-3000:])
-    values, status = _diag(diags)
+    assert wait_until(restarted, 90, ros_node.spin), (latest_status(diags)[0],
+                                                      node.output()[-3000:])
+    values, status = latest_status(diags)
     assert values['decode_timeouts'] == '1' and int(values['utterances_decoded']) >= 3
     # Every status received, not only the newest: the stall may begin and end while the
     # audio is still being published.
@@ -91,9 +83,10 @@ def test_stream_gaps_and_jumps_are_counted(start_node, ros_node):
     publish_audio(ros_node.spin, pub, audio, 10.0)       # jump back
 
     def counted():
-        values, _ = _diag(diags)
+        values, _ = latest_status(diags)
         return values.get('frames_received') == '60' and values.get('stream_restarts') == '2'
-    assert wait_until(counted, 60, ros_node.spin), (_diag(diags)[0], node.output()[-2000:])
-    values, _ = _diag(diags)
+    assert wait_until(counted, 60, ros_node.spin), (latest_status(diags)[0],
+                                                    node.output()[-2000:])
+    values, _ = latest_status(diags)
     assert values['stream_gaps'] == '1' and values['stream_jumps_back'] == '1'
     assert abs(float(values['audio_missing_s']) - 2.0) < 0.01

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from conftest import wait_until
-from rosgraph import publish_audio
+from rosgraph import latest_status, publish_audio
 from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
 from emotion_ros.audio.decode_queue import DecodeJob, DecodeQueue
 from emotion_ros.audio.detectors import Decoded, HelpDetector
@@ -245,14 +245,6 @@ def test_decode_queue_supersedes_partials_drops_partials_first_and_keeps_order()
         assert q.utterances_dropped == sum(not d.partial for d in dropped)
 
 
-def _diag(arrays, name='emotion_ros: audio_node'):
-    for array in reversed(arrays):
-        for status in array.status:
-            if status.name == name:
-                return {kv.key: kv.value for kv in status.values}, status
-    return {}, None
-
-
 def test_node_with_a_slow_detector_drops_counted_in_diagnostics_and_keeps_its_cues(
         start_node, ros_node):
     """A real audio_node whose detector takes 4 s more per utterance, with a decode queue
@@ -282,23 +274,24 @@ def test_node_with_a_slow_detector_drops_counted_in_diagnostics_and_keeps_its_cu
     duration = audio.size / RATE
 
     def caught_up():
-        values, _ = _diag(diags)
+        values, _ = latest_status(diags)
         return (cues and conversions.stamp_to_sec(cues[-1].header.stamp) - t0 > duration - 0.6
                 and int(values.get('utterances_dropped', 0)) >= 1)
-    assert wait_until(caught_up, 60, ros_node.spin), (_diag(diags)[0], node.output()[-3000:])
+    assert wait_until(caught_up, 60, ros_node.spin), (latest_status(diags)[0],
+                                                      node.output()[-3000:])
     levels = [(s.level, s.message) for array in diags for s in array.status
               if s.name == 'emotion_ros: audio_node']
     assert any(level == DiagnosticStatus.WARN and 'dropped' in message
                for level, message in levels), levels
 
     def drained():
-        values, _ = _diag(diags)
+        values, _ = latest_status(diags)
         return (values.get('decode_queue_length') == '0' and values.get('detector_busy_s')
                 == '0.000' and int(values.get('utterances', 0)) >= len(places)
                 and len(transcripts) + int(values['utterances_dropped'])
                 == int(values['utterances']))
-    assert wait_until(drained, 60, ros_node.spin), (_diag(diags)[0], len(transcripts))
-    values, _ = _diag(diags)
+    assert wait_until(drained, 60, ros_node.spin), (latest_status(diags)[0], len(transcripts))
+    values, _ = latest_status(diags)
     assert values['decode_queue_size'] == '1' and node.alive()
     starts = [conversions.stamp_to_sec(t.header.stamp) for t in transcripts]
     assert starts == sorted(starts) and len(set(starts)) == len(starts) >= 2
