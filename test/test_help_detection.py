@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor
+from emotion_ros.audio.cues import AudioCueConfig, AudioCueExtractor, voiced_spans
 from emotion_ros.audio.detectors import DetectorRunner, StallingDetector
 from emotion_ros.audio.keywords import KeyphraseDetector
 from emotion_ros.audio.segmenter import AUDIO_GRID, UtteranceSegmenter
@@ -190,12 +190,19 @@ def test_the_answer_to_a_call_does_not_depend_on_where_it_falls(voice):
 @pytest.mark.parametrize('voice', HEARD_VOICES)
 def test_every_call_in_a_long_stream_is_detected_at_its_place(voice):
     """Every one of 24 placements of the same call in a long stream is detected, stamped
-    within 0.35 s of the call's start, and none of the calm sentences between is a call."""
+    within 0.35 s of the call's start and located on it (a help span within 0.3 s), every
+    located span lies inside its utterance's voiced part, and none of the calm sentences
+    between is a call."""
     _, places, transcripts, _ = _stream_run(voice)
+    for t in transcripts:
+        assert all(t.start - 1e-6 <= a <= b <= t.end + 1e-6 for a, b in t.help_spans), \
+            (t.start, t.end, t.help_spans, t.text)
     for p in [p for p in places if p.kind == 'call']:
         heard = [t for t in transcripts if t.help_detected
                  and p.start - 0.35 <= t.start - 100.0 <= p.end]
         assert heard and abs(min(t.start - 100.0 for t in heard) - p.start) < 0.35, p
+        assert any(a - 100.0 < p.end + 0.3 and b - 100.0 > p.start - 0.3
+                   for t in heard for a, b in t.call_spans), (p, [t.call_spans for t in heard])
     for p in [p for p in places if p.kind == 'calm']:
         assert not [t for t in transcripts if t.help_detected
                     and p.start - 0.2 <= t.start - 100.0 <= p.end], p
@@ -215,6 +222,27 @@ def test_near_miss_sentences_are_not_a_call_for_help(voices):
     assert len(transcripts) >= len(items)
     flagged = [(t.text, round(t.start - 100, 1)) for t in transcripts if t.help_detected]
     assert not flagged
+
+
+def test_located_calls_stay_inside_the_voiced_part():
+    """Over 2000 random phrase spans, margins and voiced parts: each reported span is
+    inside the voiced part, covers every voiced instant of the phrase widened by the
+    margin, and a phrase aligned wholly after the voiced part (late word times) is
+    reported at the voiced part's end, not in the silence after it."""
+    rng = np.random.default_rng(11)
+    for _ in range(2000):
+        lo = rng.uniform(0.0, 1.0)
+        hi = lo + rng.uniform(0.0, 8.0)
+        a = rng.uniform(0.0, hi + 1.5)
+        b = a + rng.uniform(0.0, 2.0)
+        margin = rng.uniform(0.0, 0.5)
+        (s, e), = voiced_spans([(a, b)], margin, lo, hi)
+        assert lo <= s <= e <= hi
+        want_a, want_b = max(lo, a - margin), min(hi, b + margin)
+        if want_a <= want_b:
+            assert s <= want_a + 1e-9 and e >= want_b - 1e-9
+        else:
+            assert s == e and (s == hi or s == lo)
 
 
 def test_transcripts_do_not_depend_on_chunking():

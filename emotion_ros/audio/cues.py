@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -118,7 +118,8 @@ class AudioCueConfig:
         'itself is still decoded once when it closes; 0 disables', min=0.0, max=30.0)
     help_span_margin_s: float = field(
         0.2, 'A located help phrase (word alignment, ctranslate2 Whisper) is reported as its '
-        'words plus this margin on each side (s), not the whole utterance', min=0.0, max=5.0)
+        'words plus this margin on each side (s), clipped to the voiced part of the utterance, '
+        'not the whole utterance', min=0.0, max=5.0)
     utterance_min_speech_s: float = field(0.1, 'Utterances with less voiced time are ignored '
                                           '(s)', min=0.0, max=5.0)
     background_decode: bool = field(
@@ -231,6 +232,20 @@ class AudioCueConfig:
     def __post_init__(self) -> None:
         # Direct construction validates too (from_mapping calls validate again).
         self.validate()
+
+
+def voiced_spans(spans: Sequence[Tuple[float, float]], margin_s: float, voiced_start_s: float,
+                 voiced_end_s: float) -> Tuple[Tuple[float, float], ...]:
+    """Located phrases ``(start, end)`` (s from the utterance audio's start) widened by
+    ``margin_s`` on each side and clipped to the voiced part ``[voiced_start_s,
+    voiced_end_s]``; a phrase the alignment put wholly after the voiced part (late word
+    times) becomes the voiced part's last instant, never a span in the silence beyond."""
+    lo, hi = float(voiced_start_s), max(float(voiced_start_s), float(voiced_end_s))
+    out = []
+    for a, b in spans:
+        start = min(max(a - margin_s, lo), hi)
+        out.append((start, max(min(b + margin_s, hi), start)))
+    return tuple(out)
 
 
 def _sigmoid(x: float) -> float:
@@ -638,11 +653,13 @@ class AudioCueExtractor:
             self.utterances_decoded += 1
         spans = ()
         if decoded.help_detected and decoded.help_spans:
+            # Words plus the margin, clipped to the utterance's voiced part: the call
+            # was said there, and the alignment may run late into the silence after it.
             base = origin + utterance.audio_start / ANALYSIS_RATE
-            margin = self.cfg.help_span_margin_s
-            length_s = utterance.audio.size / ANALYSIS_RATE
-            spans = tuple((base + max(0.0, a - margin), base + min(length_s, b + margin))
-                          for a, b in decoded.help_spans)
+            spans = tuple((base + a, base + b) for a, b in voiced_spans(
+                decoded.help_spans, self.cfg.help_span_margin_s,
+                (utterance.start - utterance.audio_start) / ANALYSIS_RATE,
+                (utterance.end - utterance.audio_start) / ANALYSIS_RATE))
         detector = self.runner.detector
         self._transcripts.append(Transcript(
             start=origin + utterance.start / ANALYSIS_RATE,
