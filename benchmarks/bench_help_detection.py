@@ -219,6 +219,14 @@ def score(placements: Sequence[Placement], transcripts, tolerance: float = 0.3,
     out['false_help'] = sum(1 for t in helps if not any(over(t, p) for p in calls))
     explained = [t for t in helps if any(over(t, p) for p in placements)]
     out['other_false'] = len(helps) - len(explained)
+    # What the detector said where it was wrong: help transcripts over a near-miss or
+    # calm sentence or over nothing labelled, with the sentence they overlap.
+    out['wrong_helps'] = [
+        {'text': t.text, 'status': t.status, 'phrase': t.help_phrase,
+         'help_score': round(t.help_score, 4), 'no_speech_prob': round(t.no_speech_prob, 4),
+         'avg_logprob': round(t.avg_logprob, 3),
+         'over': [p.label for p in placements if p.kind != 'call' and over(t, p)]}
+        for t in helps if not any(over(t, p) for p in calls)]
     return out
 
 
@@ -331,7 +339,9 @@ def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, condit
                'delay_p50': float(np.percentile(s['delays'], 50)) if s['delays'] else math.nan,
                'delay_p95': float(np.percentile(s['delays'], 95)) if s['delays'] else math.nan,
                'utterances': len(transcripts), 'missed': s['call']['examples'],
-               'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples']}
+               'near_flagged': s['near']['examples'], 'calm_flagged': s['calm']['examples'],
+               'model_id': next((t.model_id for t in transcripts), ''),
+               'wrong_helps': s['wrong_helps']}
         print(f'{backend:9s} {family:6s} {cond:22s} {dur / 60:5.1f} min  recall '
               f"{row['recall']:.3f} ({s['call']['flagged']}/{s['call']['n']})  near "
               f"{row['near_false_pct']:5.1f}%  calm {row['calm_false_pct']:5.1f}%  other "
@@ -344,8 +354,10 @@ def run_conditions(backend: str, family: str, cfg: AudioCueConfig, items, condit
 def report(rows: List[Dict], overrides: Dict, args: argparse.Namespace) -> None:
     """The Markdown table: one row per stream, one total per backend and voice family."""
     print()
+    models = sorted({r['model_id'] for r in rows if r.get('model_id')})
     print(f'Machine: {platform.machine()}, {os.cpu_count()} cores, '
-          f'{platform.python_version()}; split {args.split}; overrides {overrides}')
+          f'{platform.python_version()}; split {args.split}; overrides {overrides}; '
+          f'models {models}')
     print('| backend | voices | condition | stream (min) | recall | near-miss false (% / per h) '
           '| calm false (% / per h) | other false | help utterances without a call | CPU s/s '
           '| cue delay p50 / p95 (s) |')
