@@ -303,12 +303,11 @@ def main(argv=None) -> int:
                 rows.append(row)
                 runs.append(scored)
     report(rows, overrides, args)
-    if args.sweep:
-        sweep(runs)
+    curve = sweep(runs) if args.sweep else []
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as out:
-            json.dump({'split': args.split, 'overrides': overrides, 'rows': rows}, out,
-                      indent=1)
+            json.dump({'split': args.split, 'overrides': overrides, 'rows': rows,
+                       'sweep': curve}, out, indent=1)
     return 0
 
 
@@ -389,8 +388,13 @@ def _pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
-def sweep(runs: List) -> None:
-    """Recall and false detections for every help_score threshold over all streams."""
+def sweep(runs: List) -> List[Dict]:
+    """Recall and false detections for every help_score threshold over all streams.
+
+    Returns the curve as counts (flagged, n) per kind and threshold, so that runs of
+    condition subsets can be added up.
+    """
+    curve = []
     print('\nthreshold sweep over all conditions (help_score >= t):')
     levels = sorted({round(t.help_score, 4) for _, ts in runs for t in ts if t.help_score > 0})
     for t in levels:
@@ -404,6 +408,8 @@ def sweep(runs: List) -> None:
         print(f"  t={t:.3f}: recall {tot['call'][0] / max(1, tot['call'][1]):.3f}  "
               f"near {100 * tot['near'][0] / max(1, tot['near'][1]):.1f}%  "
               f"calm {100 * tot['calm'][0] / max(1, tot['calm'][1]):.1f}%")
+        curve.append({'t': t, **tot})
+    return curve
 
 
 if __name__ == '__main__':
