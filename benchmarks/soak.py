@@ -233,7 +233,16 @@ class Driver:
 
     def help_calls(self, period_s: float, until: float, since: float = 0.0) -> Dict[str, int]:
         """Calls spoken so far (whose detection window ended before ``until``, with a margin
-        for delivery) and how many of them were detected."""
+        for delivery) and how many of them were detected.
+
+        ``until`` and ``since`` are this machine's wall clock; the calls and cues carry the
+        microphone's stamps, which need not follow it (a WAV source stamps by its samples),
+        so both are moved into the stamps' time by the offset of the latest audio message
+        (its stamp against its arrival here).
+        """
+        if self.audio_arrivals:
+            stamp, arrived = self.audio_arrivals[-1]
+            until, since = until - (arrived - stamp), since - (arrived - stamp)
         calls: List[float] = []
         starts = self.audio_starts + [float('inf')]
         for start, end in zip(starts, starts[1:]):
@@ -465,6 +474,10 @@ def _run(args, out: Path, src: Path, commit: str, machine: dict, graph: Graph, d
     result['help_detected_stamps'] = driver.help_stamps
     result['call_delays'] = driver.call_delays(args.call_s)
     result['audio_starts'] = driver.audio_starts
+    # How far the microphone's stamps are behind this machine's clock (arrival - stamp).
+    result['audio_stamp_lag_s'] = [round(arrived - stamp, 3) for stamp, arrived in
+                                   driver.audio_arrivals[::max(1, len(driver.audio_arrivals)
+                                                               // 20)]]
     result['levels_at_end'] = driver.levels
     driver.close()
     samples = result['samples']
