@@ -174,6 +174,7 @@ class Transcript:
     language: str = ''
     confidence: float = 0.0
     detector: str = ''
+    model_id: str = ''  # the model the detector ran (name and version, or a path)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,8 @@ def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node,
     """A real audio_node whose detector stalls on the 2nd utterance: /diagnostics goes to
     ERROR/WARN naming the detector, the watchdog restarts it (detector_restarts 1,
     decode_timeouts 1), and the utterances after it are transcribed again, each Transcript
-    stamped at its utterance's start with the audio's frame_id."""
+    stamped at its utterance's start with the audio's frame_id and naming the model that
+    /diagnostics names."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from emotion_ros_msgs.msg import AudioFrame, Transcript
 
@@ -57,6 +58,7 @@ def test_watchdog_restarts_a_stalled_detector_counted_in_diagnostics(start_node,
     assert all(abs(s - e) < 0.2 for s, e in zip(starts, expected)), (starts, expected)
     for t in transcripts:
         assert t.header.frame_id == 'mic_test' and t.detector == 'whisper'   # the default
+        assert t.model_id and t.model_id == values['help_model'], (t.model_id, values)
         assert conversions.stamp_to_sec(t.end) > conversions.stamp_to_sec(t.header.stamp)
     # Stream accounting from the stamps: nothing missing, no gaps.
     assert values['stream_gaps'] == '0' and float(values['audio_missing_s']) < 0.01

@@ -141,7 +141,8 @@ def transcript_of(heard: DecodedUtterance, frame_id: str = '') -> Transcript:
     return Transcript(stamp=heard.start, end=heard.end, frame_id=frame_id, text=heard.text,
                       help_detected=heard.help_detected, help_phrase=heard.help_phrase,
                       help_score=heard.help_score, language=heard.language,
-                      confidence=heard.confidence, detector=heard.detector)
+                      confidence=heard.confidence, detector=heard.detector,
+                      model_id=heard.model_id)
 
 
 __all__ = ['AudioDecoder', 'RawAudioFormat', 'audio_info_format', 'header_seconds',

@@ -193,7 +193,7 @@ def msg_to_transcript(msg: Transcript) -> TranscriptResult:
         stamp=stamp_to_sec(msg.header.stamp), end=stamp_to_sec(msg.end),
         frame_id=msg.header.frame_id, text=msg.text, help_detected=msg.help_detected,
         help_phrase=msg.help_phrase, help_score=msg.help_score, language=msg.language,
-        confidence=msg.confidence, detector=msg.detector)
+        confidence=msg.confidence, detector=msg.detector, model_id=msg.model_id)
 
 
 def transcript_to_msg(transcript: TranscriptResult) -> Transcript:
@@ -203,7 +203,8 @@ def transcript_to_msg(transcript: TranscriptResult) -> Transcript:
                       language=transcript.language, confidence=float(transcript.confidence),
                       help_detected=bool(transcript.help_detected),
                       help_phrase=transcript.help_phrase,
-                      help_score=float(transcript.help_score), detector=transcript.detector)
+                      help_score=float(transcript.help_score), detector=transcript.detector,
+                      model_id=transcript.model_id)
 
 
 # -------------------------------------------------------------------- audio
