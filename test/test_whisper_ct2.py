@@ -46,7 +46,8 @@ def default_detector(**overrides):
         min_phrase_prob=cfg.whisper_min_phrase_prob,
         max_no_speech_prob=cfg.whisper_max_no_speech_prob,
         min_avg_logprob=cfg.whisper_min_avg_logprob,
-        min_unprompted_prob=cfg.whisper_min_unprompted_prob)
+        min_unprompted_prob=cfg.whisper_min_unprompted_prob,
+        confirm_min_phrase_prob=cfg.whisper_confirm_min_phrase_prob)
 
 
 @pytest.fixture(scope='module')
@@ -270,3 +271,31 @@ def test_a_repetition_loop_is_not_searched_past_its_second_turn():
     assert _before_loop([5, 5, 5, 5, 5]) == 2
     assert _before_loop(list(range(40))) == 40
     assert _before_loop([1, 2, 3, 4] * 3) == 8
+
+
+def test_the_confirmation_decode_only_adds_calls_that_the_plain_decode_also_hears():
+    """whisper_confirm_min_phrase_prob (opt-in) over calls and look-alike sentences, clean
+    and in white noise, three voices: every utterance heard without it is heard with it,
+    every one it adds took exactly one decode without the prompt, and with the default (0)
+    no such decode runs. (It trades near misses for recall: "Helpful tools are in the
+    van." in noise can come out as a call through it, docs/audio.md.)"""
+    strict = default_detector(whisper_confirm_min_phrase_prob=0.0)
+    lenient = default_detector(whisper_confirm_min_phrase_prob=0.5)
+    strict.load()
+    lenient.load()
+    noise = np.random.default_rng(5)
+    for text in CALLS + NOT_CALLS:
+        for voice in VOICES:
+            clean = utterance(text, voice)
+            for x in (clean, clean + noise.normal(0, 10 ** (-30 / 20), clean.size)):
+                x = x.astype(np.float32)
+                before = lenient.confirm_decodes
+                a, b = strict.decode(x), lenient.decode(x)
+                assert b.help_detected or not a.help_detected, (text, voice, a.text)
+                if b.help_detected and not a.help_detected:
+                    assert lenient.confirm_decodes == before + 1
+                else:
+                    assert lenient.confirm_decodes <= before + 1
+    assert strict.confirm_decodes == 0 and AudioCueConfig().whisper_confirm_min_phrase_prob == 0
+    strict.close()
+    lenient.close()

@@ -185,6 +185,11 @@ class AudioCueConfig:
         'the token after it (which ends the word) when Whisper scores the text WITHOUT the '
         "prompt, so the prompt cannot turn 'Helpful tools' into 'Help! ...' (ctranslate2 "
         'engine; 0 disables)', min=0.0, max=1.0)
+    whisper_confirm_min_phrase_prob: float = field(
+        0.0, 'A help phrase under whisper_min_phrase_prob but at least this probable is '
+        'still a call when a second decode of the utterance WITHOUT the prompt also writes '
+        'a help phrase (the prompt cannot have put it there; one more decode, only for such '
+        'utterances; ctranslate2 engine, greedy); 0 disables', min=0.0, max=1.0)
     whisper_max_no_speech_prob: float = field(
         0.6, "Utterances whose no-speech probability is above this are not calls (Whisper's "
         'hallucinations on noise; ctranslate2 engine)', min=0.0, max=1.0)
@@ -378,6 +383,7 @@ class AudioCueExtractor:
                 max_no_speech_prob=cfg.whisper_max_no_speech_prob,
                 min_avg_logprob=cfg.whisper_min_avg_logprob,
                 min_unprompted_prob=cfg.whisper_min_unprompted_prob,
+                confirm_min_phrase_prob=cfg.whisper_confirm_min_phrase_prob,
                 allow_download=cfg.whisper_allow_download, shared=generation == 0)
         else:
             detector = KeyphraseDetector(cfg.keywords, cfg.keyword_levels,

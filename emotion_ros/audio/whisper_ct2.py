@@ -22,6 +22,12 @@ no-speech probability is <= ``max_no_speech_prob`` and its mean token
 log-probability >= ``min_avg_logprob`` (hallucinations on noise and words
 Whisper had to guess fail these).
 
+Opt-in (``confirm_min_phrase_prob`` > 0, ``whisper_confirm_min_phrase_prob``): a phrase
+found but not trusted, at least that probable, is still a call when a second greedy
+decode of the utterance WITHOUT the prompt also writes a help phrase; that decode runs
+only for such utterances (``confirm_decodes`` counts them). It trades near misses for
+recall (dev and test numbers in docs/audio.md).
+
 Models (``model``):
 
 - ``bundled`` (= ``bundled:tiny.en``): Whisper tiny.en converted for CTranslate2,
@@ -195,7 +201,8 @@ class CT2WhisperDetector(HelpDetector):
                  min_phrase_prob: float = 0.0, max_no_speech_prob: float = 1.0,
                  min_avg_logprob: float = -10.0, min_unprompted_prob: float = 0.0,
                  allow_download: bool = False,
-                 shared: bool = True, prompts: Sequence[str] = ()) -> None:
+                 shared: bool = True, prompts: Sequence[str] = (),
+                 confirm_min_phrase_prob: float = 0.0) -> None:
         """Configure (no loading); see the module docstring for the parameters.
 
         ``shared``: reuse a model this process already loaded with the same settings
@@ -223,6 +230,8 @@ class CT2WhisperDetector(HelpDetector):
         self.max_no_speech_prob = float(max_no_speech_prob)
         self.min_avg_logprob = float(min_avg_logprob)
         self.min_unprompted_prob = float(min_unprompted_prob)
+        self.confirm_min_phrase_prob = float(confirm_min_phrase_prob)
+        self.confirm_decodes = 0    # decodes without the prompt run to confirm a weak phrase
         self._allow_download = bool(allow_download)
         self._model_id = model
         self.model_path = ''
@@ -357,9 +366,12 @@ class CT2WhisperDetector(HelpDetector):
         no_speech = float(result.no_speech_prob)
         candidates = [(ph, score, [i for k in covered for i in spans[k]])
                       for ph, score, covered in found if score >= self.min_phrase_prob]
-        if no_speech > self.max_no_speech_prob or avg_logprob < self.min_avg_logprob:
+        gated = no_speech > self.max_no_speech_prob or avg_logprob < self.min_avg_logprob
+        if gated:
             candidates = []
         located: List[Tuple[float, float]] = []
+        length_s = len(audio) / SAMPLE_RATE
+        times: List[float] = []
         if candidates:
             # One teacher-forced pass without the prompt gives both the unprompted
             # probabilities and, from the cross-attention alignment, where each token
@@ -370,16 +382,40 @@ class CT2WhisperDetector(HelpDetector):
                 if (self.prompts.get(language) and self.min_unprompted_prob > 0
                         and _unprompted(probs, positions) < self.min_unprompted_prob):
                     continue
-                located.append(_span(times, positions, len(audio) / SAMPLE_RATE))
+                located.append(_span(times, positions, length_s))
                 best = best or (ph, score)
             if best is not None:
                 phrase, phrase_prob = best
+        weak = [(ph, score, [i for k in covered for i in spans[k]])
+                for ph, score, covered in found if score >= self.confirm_min_phrase_prob]
+        if (not located and weak and not gated and self.prompts.get(language)
+                and 0 < self.confirm_min_phrase_prob < self.min_phrase_prob):
+            # A phrase the prompted decode wrote but did not trust is a call when Whisper
+            # also writes a phrase with no prompt at all (the prompt cannot have put it
+            # there): one more decode, only for such utterances.
+            if self._plain_has_phrase(encoded, language, max_new):
+                if not times:
+                    times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
+                located = [_span(times, positions, length_s) for _, _, positions in weak]
+                phrase, phrase_prob = weak[0][:2]
         return Decoded(text=text, language=language,
                        confidence=math.exp(avg_logprob) if n else 0.0,
                        help_detected=bool(located), help_phrase=phrase,
                        help_score=phrase_prob if phrase else 0.0,
                        no_speech_prob=no_speech, avg_logprob=avg_logprob,
                        help_spans=_merge(located))
+
+    def _plain_has_phrase(self, encoded: Any, language: str, max_new: int) -> bool:
+        """Greedy decode WITHOUT the prompt; True when its text holds a help phrase."""
+        plain = self._plain[language]
+        result = self._whisper.model.generate(
+            encoded, [plain], beam_size=1, suppress_blank=True,
+            max_length=min(self._whisper.max_length, len(plain) + max_new))[0]
+        ids = [t for t in result.sequences_ids[0] if t < self._eot]
+        ids = ids[:_before_loop(ids)]
+        text = self._tokenizer.decode(ids)
+        self.confirm_decodes += 1
+        return bool(find_phrase_occurrences([(text, 1.0)], language, self.phrases[language]))
 
     def _align(self, encoded: Any, language: str, text_tokens: Sequence[Tuple[int, float]],
                samples: int) -> Tuple[List[float], List[float]]:
