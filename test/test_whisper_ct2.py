@@ -37,8 +37,13 @@ def utterance(text, voice, dbfs=-23.0):
 
 
 def default_detector(**overrides):
-    """The CT2 detector with the parameters of the default configuration."""
+    """The CT2 detector with the parameters of the default configuration (its second
+    opinion, help_verifier, included)."""
     cfg = AudioCueConfig(**overrides)
+    verifier = None
+    if cfg.help_verifier == 'moonshine':
+        from emotion_ros.audio.moonshine import MoonshineRecognizer
+        verifier = MoonshineRecognizer(cfg.help_verifier_model, cfg.help_verifier_threads)
     return CT2WhisperDetector(
         cfg.whisper_model, cfg.whisper_device, cfg.whisper_compute_type, cfg.whisper_threads,
         cfg.whisper_languages, cfg.whisper_help_phrases, prompt=cfg.whisper_prompt,
@@ -47,7 +52,8 @@ def default_detector(**overrides):
         max_no_speech_prob=cfg.whisper_max_no_speech_prob,
         min_avg_logprob=cfg.whisper_min_avg_logprob,
         min_unprompted_prob=cfg.whisper_min_unprompted_prob,
-        confirm_min_phrase_prob=cfg.whisper_confirm_min_phrase_prob)
+        confirm_min_phrase_prob=cfg.whisper_confirm_min_phrase_prob, verifier=verifier,
+        verify_min_phrase_prob=cfg.help_verifier_min_phrase_prob)
 
 
 @pytest.fixture(scope='module')

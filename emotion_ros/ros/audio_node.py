@@ -11,7 +11,8 @@ oldest partial snapshot first, then the oldest utterance (counted,
 the stream's continuity (frames received vs expected from their stamps,
 gaps, jumps, restarts) and the detector's health (utterances decoded,
 latency, time since the last decoded utterance while voice is active,
-watchdog restarts), at WARN/ERROR when the detector stops answering.
+watchdog restarts), at WARN/ERROR when the detector stops answering, and at WARN
+when the second opinion (help_verifier) could not load and Whisper decides alone.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class AudioNode(Node):
         if self.extractor.detector_error:
             self.get_logger().error(f'help detector not loaded, calls for help are NOT '
                                     f'detected: {self.extractor.detector_error}')
+        elif self.extractor.verifier_error:
+            self.get_logger().warning(f'help_verifier not loaded, calls are decided by Whisper '
+                                      f'alone: {self.extractor.verifier_error}')
         self._detector_info = self._describe_detector()
         self.bad_inputs = BadInputLog(self)
         self.monitor = StreamMonitor()
@@ -234,6 +238,10 @@ class AudioNode(Node):
             'decode_queue_wait_ms': ex.decode_queue_wait_s * 1e3,
             'utterances_dropped': dropped, 'partials_dropped': ex.partials_dropped,
             'partials_superseded': ex.partials_superseded,
+            'help_verifier': self.config.cues.help_verifier,
+            'help_verifier_error': ex.verifier_error,
+            'help_verifier_decodes': ex.verifier_counts[0],
+            'help_verifier_accepted': ex.verifier_counts[1],
         }
         level, message = DiagnosticStatus.OK, 'ok'
         if ex.detector_error:
@@ -267,6 +275,10 @@ class AudioNode(Node):
                     f'help detector behind: {dropped} utterance(s) dropped undecoded from '
                     f'the full decode queue (decode_queue_size '
                     f'{self.config.cues.decode_queue_size})')
+        if level == DiagnosticStatus.OK and ex.verifier_error:
+            level, message = DiagnosticStatus.WARN, (
+                f'help_verifier {self.config.cues.help_verifier} not loaded, calls are decided '
+                f'by Whisper alone: {ex.verifier_error}')
         if level == DiagnosticStatus.OK and self._dropped:
             message = f'ok ({self._dropped} chunks dropped: processing fell behind)'
         self.diagnostics.publish(values, level=level, message=message,
