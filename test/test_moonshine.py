@@ -281,7 +281,7 @@ def test_audio_node_without_its_verifier_hears_calls_and_warns(start_node, ros_n
     transcript that heard it."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from emotion_ros_msgs.msg import AudioFrame, Transcript
-    from rosgraph import publish_audio
+    from rosgraph import latest_status, publish_audio
     missing = '/nonexistent/moonshine_folder'
     node = start_node('audio_node', '--ros-args', '-p', 'vad_backend:=energy',
                       '-p', 'help_verifier:=moonshine', '-p', f'help_verifier_model:={missing}',
@@ -293,18 +293,11 @@ def test_audio_node_without_its_verifier_hears_calls_and_warns(start_node, ros_n
     pub = drv.create_publisher(AudioFrame, 'audio', 200)
     assert wait_until(lambda: pub.get_subscription_count() > 0, 90, ros_node.spin), \
         node.output()[-3000:]
-
-    def status():
-        for array in reversed(diags):
-            for s in array.status:
-                if s.name == 'emotion_ros: audio_node':
-                    return s
-        return None
-    assert wait_until(lambda: status() is not None, 30, ros_node.spin), node.output()[-3000:]
-    s = status()
-    values = {kv.key: kv.value for kv in s.values}
-    assert s.level == DiagnosticStatus.WARN, s.message
-    assert 'decided by Whisper alone' in s.message and missing in s.message
+    assert wait_until(lambda: latest_status(diags)[1] is not None, 30, ros_node.spin), \
+        node.output()[-3000:]
+    values, status = latest_status(diags)
+    assert status.level == DiagnosticStatus.WARN, status.message
+    assert 'decided by Whisper alone' in status.message and missing in status.message
     assert values['help_verifier'] == 'moonshine' and missing in values['help_verifier_error']
     audio = np.concatenate([utterance('Help! Help me!', 'flite:awb'),
                             np.zeros(3 * 16000, np.float32)])
