@@ -179,6 +179,23 @@ def test_errors_name_the_parameter_and_the_fix(tmp_path, monkeypatch):
         from_mapping(AudioCueConfig, {'help_verifier': 'whisper'})
 
 
+def test_a_damaged_conversion_names_the_folder_to_delete(tmp_path, monkeypatch):
+    """A converted file damaged after the conversion (a disk error) fails loading, naming
+    the folder and that deleting it converts again; deleting it does."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    folder, _ = resolve_model('bundled')
+    with open(os.path.join(folder, 'decoder_model_merged.onnx'), 'r+b') as f:
+        f.truncate(1000)
+    with pytest.raises(ModelLoadError, match='cannot load the Moonshine ONNX files.*delete '
+                                             'that folder to convert again'):
+        MoonshineRecognizer(shared=False).load()
+    import shutil
+    shutil.rmtree(folder)
+    rec = MoonshineRecognizer(shared=False)
+    rec.load()
+    assert rec.transcribe(utterance('Get me out, please!', 'flite:rms'))[0]
+
+
 def test_a_folder_of_onnx_files_loads(recognizer, tmp_path):
     """help_verifier_model as a folder (here a copy of the converted files) transcribes like
     the bundled model and names the folder as its model."""

