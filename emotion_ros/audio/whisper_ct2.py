@@ -387,11 +387,12 @@ class CT2WhisperDetector(HelpDetector):
         kept = _before_loop([t for t, _ in text_tokens])
         searched = [piece for piece, positions in zip(pieces, spans)
                     if max(positions) < kept]
-        found = find_phrase_occurrences(searched, language, self.phrases[language])
+        # Every occurrence of every phrase, best first, with the token positions it covers.
+        found = [(ph, score, [i for k in covered for i in spans[k]]) for ph, score, covered
+                 in find_phrase_occurrences(searched, language, self.phrases[language])]
         phrase, phrase_prob = found[0][:2] if found else ('', 0.0)
         no_speech = float(result.no_speech_prob)
-        candidates = [(ph, score, [i for k in covered for i in spans[k]])
-                      for ph, score, covered in found if score >= self.min_phrase_prob]
+        candidates = [occ for occ in found if occ[1] >= self.min_phrase_prob]
         gated = no_speech > self.max_no_speech_prob or avg_logprob < self.min_avg_logprob
         if gated:
             candidates = []
@@ -412,27 +413,25 @@ class CT2WhisperDetector(HelpDetector):
                 best = best or (ph, score)
             if best is not None:
                 phrase, phrase_prob = best
-        weak = [(ph, score, [i for k in covered for i in spans[k]])
-                for ph, score, covered in found if score >= self.confirm_min_phrase_prob]
-        if (not located and weak and not gated and self.prompts.get(language)
-                and 0 < self.confirm_min_phrase_prob < self.min_phrase_prob):
-            # A phrase the prompted decode wrote but did not trust is a call when Whisper
-            # also writes a phrase with no prompt at all (the prompt cannot have put it
-            # there): one more decode, only for such utterances.
-            if self._plain_has_phrase(encoded, language, max_new):
-                if not times:
-                    times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
-                located = [_span(times, positions, length_s) for _, _, positions in weak]
-                phrase, phrase_prob = weak[0][:2]
-        if not located and found and not gated and language == 'en' and self.verifier is not None:
-            # A phrase Whisper wrote but did not trust is a call when a second, independent
-            # model also hears a help phrase in the utterance, and is sure of it.
-            if self._verified(audio):
-                if not times:
-                    times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
-                located = [_span(times, [i for k in covered for i in spans[k]], length_s)
-                           for _, _, covered in found]
-                phrase, phrase_prob = found[0][:2]
+        # A phrase written but not trusted can still be confirmed, one extra decode each,
+        # only for such utterances: by Whisper without the prompt (the prompt cannot have
+        # put the phrase there; opt-in), or by a second, independent model that hears a
+        # sure help phrase too (English; opt-in).
+        weak = [occ for occ in found if occ[1] >= self.confirm_min_phrase_prob]
+        confirmed: List[Tuple[str, float, List[int]]] = []
+        if not located and not gated:
+            if (weak and self.prompts.get(language)
+                    and 0 < self.confirm_min_phrase_prob < self.min_phrase_prob
+                    and self._plain_has_phrase(encoded, language, max_new)):
+                confirmed = weak
+            elif (found and language == 'en' and self.verifier is not None
+                  and self._verified(audio)):
+                confirmed = found
+        if confirmed:
+            if not times:
+                times = self._align(encoded, language, text_tokens[:kept], len(audio))[1]
+            located = [_span(times, positions, length_s) for _, _, positions in confirmed]
+            phrase, phrase_prob = confirmed[0][:2]
         return Decoded(text=text, language=language,
                        confidence=math.exp(avg_logprob) if n else 0.0,
                        help_detected=bool(located), help_phrase=phrase,

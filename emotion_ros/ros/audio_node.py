@@ -217,6 +217,7 @@ class AudioNode(Node):
         if dropped > self._drops_seen:
             self._drops_seen = dropped
             self._last_drop_t = now
+        verifier_decodes, verifier_accepted = ex.verifier_counts
         values = {
             'frames_received': self.monitor.frames, 'input_rate_hz': self._in_rate.rate,
             **self.monitor.values(),
@@ -240,8 +241,8 @@ class AudioNode(Node):
             'partials_superseded': ex.partials_superseded,
             'help_verifier': self.config.cues.help_verifier,
             'help_verifier_error': ex.verifier_error,
-            'help_verifier_decodes': ex.verifier_counts[0],
-            'help_verifier_accepted': ex.verifier_counts[1],
+            'help_verifier_decodes': verifier_decodes,
+            'help_verifier_accepted': verifier_accepted,
         }
         level, message = DiagnosticStatus.OK, 'ok'
         if ex.detector_error:
