@@ -155,7 +155,8 @@ def plot_timeline(path: Path, out: Path, labels: Labels, window: Tuple[float, fl
     ax.set_xlabel('time from bag start (s)')
     ax.set_ylabel('fused distress score')
     ax.set_title('Distress score, labelled episodes and alerts')
-    ax.legend(loc='upper right', fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # an empty run (no track, episode or alert) has none
+        ax.legend(loc='upper right', fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
