@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, List, Sequence
 
 from emotion_ros.errors import ModelLoadError
@@ -75,7 +76,10 @@ def candidate_log_probs(model: Any, input_ids: Any, attention_mask: Any, pixel_v
                 position_ids=positions_from_mask(attention_mask), use_cache=True,
                 logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-    cache = out.past_key_values
+    # transformers 5.x renamed the decoder cache (past_key_values -> cache; the old name warns).
+    cache_arg = ('cache' if 'cache' in inspect.signature(llava.forward).parameters
+                 else 'past_key_values')
+    cache = getattr(out, cache_arg)
     cache.batch_repeat_interleave(k)
     length = max(len(c) for c in candidates)
     cand = torch.full((k, length), pad_id, dtype=torch.long, device=input_ids.device)
@@ -91,8 +95,8 @@ def candidate_log_probs(model: Any, input_ids: Any, attention_mask: Any, pixel_v
         mask2 = torch.cat([prefix_mask, cand_mask.repeat(batch, 1)], dim=1)
         start = prefix_mask.sum(-1, keepdim=True)
         pos2 = start + torch.arange(length, device=input_ids.device).unsqueeze(0)
-        out2 = llava(input_ids=ids2, attention_mask=mask2, past_key_values=cache,
-                     position_ids=pos2, use_cache=True)
+        out2 = llava(input_ids=ids2, attention_mask=mask2, position_ids=pos2, use_cache=True,
+                     **{cache_arg: cache})
         logp = torch.log_softmax(out2.logits[:, :-1].float(), dim=-1)  # predicts tokens 1..L-1
         target = ids2[:, 1:]
         gathered = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)

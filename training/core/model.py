@@ -241,7 +241,13 @@ def build_model(cfg: TrainConfig, device: str = 'cpu') -> Tuple[EmotionLlava, An
         raise ConfigError(f'--lora-target-modules: none of {list(cfg.lora_target_modules)} '
                           'exists in the language model')
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        # transformers 5.x renamed gradient to activation checkpointing (the old name warns).
+        if hasattr(model, 'activation_checkpointing_enable'):
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={'use_reentrant': False})
+        else:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={'use_reentrant': False})
     torch.manual_seed(cfg.seed)
     hidden = int(core_llava(model).config.text_config.hidden_size)
     head = build_score_head(hidden, cfg.head_hidden, cfg.head_dropout)
