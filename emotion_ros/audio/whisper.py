@@ -17,7 +17,6 @@ torch and transformers are imported by ``load()`` only.
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -29,6 +28,7 @@ from emotion_ros.audio.phrases import (find_phrase, normalize_text,  # noqa: F40
                                        NO_SPACE_LANGUAGES, parse_help_phrases)
 from emotion_ros.devices import resolve_device
 from emotion_ros.errors import ConfigError, ModelLoadError
+from emotion_ros.llm.encoding import decoder_cache_argument
 
 #: Generated tokens per second of audio (plus a fixed allowance), bounding each decode.
 TOKENS_PER_SECOND = 6
@@ -101,9 +101,7 @@ class WhisperDetector(HelpDetector):
             lang_ids[lang] = int(tid)
         model.to(device)
         model.eval()
-        # transformers renamed the decoder cache argument (past_key_values -> cache).
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = 'cache' if 'cache' in params else 'past_key_values'
+        self._cache_arg = decoder_cache_argument(model)
         self._torch, self._processor, self._model = torch, processor, model
         self._special, self._lang_ids = ids, lang_ids
         self._device = device
@@ -150,7 +148,7 @@ class WhisperDetector(HelpDetector):
         for _ in range(min(max_new, limit)):
             out = self._model(encoder_outputs=encoder_out, decoder_input_ids=ids,
                               use_cache=True, **{self._cache_arg: past})
-            past = getattr(out, 'cache', None) or out.past_key_values
+            past = getattr(out, self._cache_arg)
             logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             token = int(torch.argmax(logp))
             if token == eos:

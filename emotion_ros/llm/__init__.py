@@ -3,7 +3,8 @@
 * :mod:`~emotion_ros.llm.contract`: the 26 categories, VAD scale and words,
   prompts, the score primer, answer format and parser;
 * :mod:`~emotion_ros.llm.templates`: chat templates and prompt rendering;
-* :mod:`~emotion_ros.llm.encoding`: pixels, image tokens, prompt ids, padding;
+* :mod:`~emotion_ros.llm.encoding`: pixels, image tokens, prompt ids, padding, the
+  decoder-cache keyword of the installed transformers;
 * :mod:`~emotion_ros.llm.head`: score head layout, VAD mapping, discrete head;
 * :mod:`~emotion_ros.llm.labels`: discrete label sets and their mapping onto the 26;
 * :mod:`~emotion_ros.llm.person_view`: how a person is shown to the model;

@@ -83,3 +83,12 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> Tuple[Any, Any]
 def positions_from_mask(attention_mask: Any) -> Any:
     """Position ids that ignore padding (left or right), so padding never shifts RoPE."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def decoder_cache_argument(model: Any) -> str:
+    """The name under which a transformers model's ``forward`` takes its decoder cache and
+    its output returns it: ``cache`` since transformers 5.x renamed it, ``past_key_values``
+    (which now warns and is to be removed) on releases before."""
+    import inspect
+    return 'cache' if 'cache' in inspect.signature(model.forward).parameters else \
+        'past_key_values'

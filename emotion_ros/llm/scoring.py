@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, List, Sequence
 
 from emotion_ros.errors import ModelLoadError
 from emotion_ros.llm.contract import CATEGORIES
-from emotion_ros.llm.encoding import positions_from_mask
+from emotion_ros.llm.encoding import decoder_cache_argument, positions_from_mask
 
 
 def core_llava(model: Any) -> Any:
@@ -76,9 +75,7 @@ def candidate_log_probs(model: Any, input_ids: Any, attention_mask: Any, pixel_v
                 position_ids=positions_from_mask(attention_mask), use_cache=True,
                 logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
-    # transformers 5.x renamed the decoder cache (past_key_values -> cache; the old name warns).
-    cache_arg = ('cache' if 'cache' in inspect.signature(llava.forward).parameters
-                 else 'past_key_values')
+    cache_arg = decoder_cache_argument(llava)
     cache = getattr(out, cache_arg)
     cache.batch_repeat_interleave(k)
     length = max(len(c) for c in candidates)
